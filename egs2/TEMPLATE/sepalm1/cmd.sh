@@ -1,0 +1,21 @@
+# Job backends, Kaldi style: every stage runs `${cmd} JOB=1:N log.JOB.log command ...`.
+# cmd_backend=local runs jobs on this machine; slurm submits them with sbatch (see
+# conf/slurm.conf for partition, GPU and memory options). Export cmd_backend to switch.
+cmd_backend=${cmd_backend:-local}
+
+case "${cmd_backend}" in
+    local)
+        train_cmd="utils/run.sh"
+        cuda_cmd="utils/run.sh"
+        decode_cmd="utils/run.sh"
+        ;;
+    slurm)
+        train_cmd="utils/slurm.sh --config conf/slurm.conf"
+        cuda_cmd="utils/slurm.sh --config conf/slurm.conf"
+        decode_cmd="utils/slurm.sh --config conf/slurm.conf"
+        ;;
+    *)
+        echo "cmd.sh: unknown cmd_backend '${cmd_backend}' (local or slurm)" >&2
+        return 1
+        ;;
+esac

@@ -1,0 +1,1 @@
+../../TEMPLATE/sepalm1/sepalm.sh

@@ -1,0 +1,105 @@
+"""Kaldi-style data directory files: `key value` lines, sorted by key, written atomically.
+
+Every reader names the file and line of a malformed entry, so a user can fix the corpus
+rather than debug a crash deep inside training.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Mapping, Tuple, Union
+
+PathLike = Union[str, os.PathLike]
+
+
+class DataDirError(ValueError):
+    """A data directory file is malformed; the message names the file and line."""
+
+
+def read_kv(path: PathLike, allow_empty_value: bool = False) -> Dict[str, str]:
+    """Read `key value...` lines into an insertion-ordered dict.
+
+    Values may contain spaces (text files, command-line wav.scp entries). Duplicate keys
+    and (unless allowed) missing values are errors naming the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataDirError(f"{path}: file not found")
+    out: Dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                raise DataDirError(f"{path}:{lineno}: empty line")
+            parts = line.split(maxsplit=1)
+            key = parts[0]
+            value = parts[1].strip() if len(parts) > 1 else ""
+            if not value and not allow_empty_value:
+                raise DataDirError(f"{path}:{lineno}: key '{key}' has no value")
+            if key in out:
+                raise DataDirError(f"{path}:{lineno}: duplicate key '{key}'")
+            out[key] = value
+    return out
+
+
+def read_text(path: PathLike) -> Dict[str, str]:
+    """Transcripts: an utterance may legitimately have an empty transcript."""
+    return read_kv(path, allow_empty_value=True)
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `path`; move it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix + ".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_kv(
+    path: PathLike,
+    entries: Union[Mapping[str, str], Iterable[Tuple[str, str]]],
+    sort: bool = True,
+) -> None:
+    """Write `key value` lines atomically, sorted by key (Kaldi's C-locale order)."""
+    items: List[Tuple[str, str]] = list(entries.items() if isinstance(entries, Mapping) else entries)
+    if sort:
+        items.sort(key=lambda kv: kv[0])
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for key, value in items:
+                if not key or any(c.isspace() for c in key):
+                    raise DataDirError(f"{path}: invalid key {key!r}")
+                value = str(value)
+                if "\n" in value:
+                    raise DataDirError(f"{path}: value of '{key}' contains a newline")
+                f.write(f"{key} {value}\n" if value else f"{key}\n")
+
+
+def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> Dict[str, List[str]]:
+    spk2utt: Dict[str, List[str]] = {}
+    for utt, spk in sorted(utt2spk.items()):
+        spk2utt.setdefault(spk, []).append(utt)
+    return dict(sorted(spk2utt.items()))
+
+
+def spk2utt_to_utt2spk(spk2utt: Mapping[str, Iterable[str]]) -> Dict[str, str]:
+    utt2spk: Dict[str, str] = {}
+    for spk, utts in spk2utt.items():
+        for utt in utts:
+            if utt in utt2spk:
+                raise DataDirError(f"spk2utt: utterance '{utt}' listed under two speakers")
+            utt2spk[utt] = spk
+    return dict(sorted(utt2spk.items()))
+
+
+def write_spk2utt(path: PathLike, utt2spk: Mapping[str, str]) -> None:
+    write_kv(path, {spk: " ".join(utts) for spk, utts in utt2spk_to_spk2utt(utt2spk).items()})

@@ -1,0 +1,1 @@
+"""Scoring: separation metrics (separation.py) and the RESULTS.md report (report.py)."""

@@ -1,0 +1,191 @@
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sepalm_espnet.data.data_dir import (
+    combine_data_dirs,
+    find_problems,
+    fix_data_dir,
+    subset_data_dir,
+    validate_data_dir,
+)
+from sepalm_espnet.data.kaldi_dir import DataDirError, read_kv
+
+REPO = Path(__file__).resolve().parents[2]
+UTTS = {"u1": "sa", "u2": "sa", "u3": "sb"}  # utterance -> speaker
+
+
+def make_data_dir(root: Path, name: str = "x", utts=UTTS) -> Path:
+    """A valid two-speaker data dir whose audio files exist (empty: only paths are checked)."""
+    data, audio = root / name, root / "audio"
+    data.mkdir(parents=True)
+    audio.mkdir(exist_ok=True)
+    tables = {"wav.scp": "mix", "spk1.scp": "s1", "spk2.scp": "s2", "noise1.scp": "n1"}
+    for table, suffix in tables.items():
+        lines = []
+        for utt in utts:
+            (audio / f"{name}_{utt}_{suffix}.wav").touch()
+            lines.append(f"{utt} {audio / f'{name}_{utt}_{suffix}.wav'}\n")
+        (data / table).write_text("".join(lines))
+    (data / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in utts.items()))
+    speakers = sorted(set(utts.values()))
+    (data / "spk2utt").write_text("".join(
+        f"{s} {' '.join(u for u in utts if utts[u] == s)}\n" for s in speakers))
+    (data / "text_spk1").write_text("".join(f"{u} HELLO {u.upper()}\n" for u in utts))
+    (data / "text_spk2").write_text("".join(f"{u}\n" for u in utts))  # empty transcripts
+    (data / "utt2num_samples").write_text("".join(f"{u} 16000\n" for u in utts))
+    (data / "feats_type").write_text("raw\n")
+    return data
+
+
+@pytest.fixture
+def data(tmp_path):
+    return make_data_dir(tmp_path)
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    path.write_text(path.read_text().replace(old, new))
+
+
+def one_problem(data_dir, **kwargs) -> str:
+    problems = find_problems(data_dir, **kwargs)
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+def test_valid_dir_has_no_problems(data):
+    assert find_problems(data, require_text=True) == []
+    validate_data_dir(data)
+
+
+def test_unsorted_keys_name_file_and_line(data):
+    lines = (data / "spk1.scp").read_text().splitlines(keepends=True)
+    (data / "spk1.scp").write_text(lines[1] + lines[0] + lines[2])
+    assert one_problem(data).startswith(f"{data}/spk1.scp:2: key 'u1' is out of order")
+
+
+def test_duplicated_key_names_file_and_line(data):
+    with open(data / "utt2num_samples", "a") as f:
+        f.write("u3 16000\n")
+    assert one_problem(data) == f"{data}/utt2num_samples:4: duplicate key 'u3'"
+
+
+def test_mismatched_keys_name_file_and_line(data):
+    edit(data / "text_spk1", "u3 HELLO U3\n", "")
+    assert one_problem(data) == f"{data}/text_spk1: key 'u3' of {data}/wav.scp:3 is missing"
+    edit(data / "text_spk1", "u2 HELLO U2\n", "u2 HELLO U2\nu4 EXTRA\n")
+    assert find_problems(data) == [f"{data}/text_spk1:3: key 'u4' is not in wav.scp",
+                                   f"{data}/text_spk1: key 'u3' of {data}/wav.scp:3 is missing"]
+
+
+def test_missing_audio_names_file_and_line(data, tmp_path):
+    (tmp_path / "audio" / "x_u2_s2.wav").unlink()
+    assert one_problem(data) == (
+        f"{data}/spk2.scp:2: 'u2': audio file '{tmp_path}/audio/x_u2_s2.wav' not found")
+
+
+def test_commands_are_skipped_and_ark_offsets_need_the_ark(data, tmp_path):
+    edit(data / "noise1.scp", f"{tmp_path}/audio/x_u1_n1.wav", "sox in.flac -t wav - |")
+    edit(data / "noise1.scp", f"{tmp_path}/audio/x_u2_n1.wav", f"{tmp_path}/feats.ark:123")
+    assert one_problem(data) == (
+        f"{data}/noise1.scp:2: 'u2': audio file '{tmp_path}/feats.ark' not found")
+    (tmp_path / "feats.ark").touch()
+    assert find_problems(data) == []
+
+
+def test_missing_text_names_the_file(data):
+    (data / "text_spk2").unlink()
+    assert one_problem(data) == f"{data}/text_spk2: file not found (text_spk1 exists)"
+    (data / "text_spk1").unlink()
+    assert find_problems(data) == []
+    assert find_problems(data, require_text=True) == [
+        f"{data}/text_spk{n}: file not found (required by --require-text)" for n in (1, 2)]
+
+
+def test_spk2utt_must_agree_with_utt2spk(data):
+    edit(data / "spk2utt", "sa u1 u2", "sa u1")
+    assert one_problem(data) == (
+        f"{data}/spk2utt:1: speaker 'sa' lists 'u1' but utt2spk gives 'u1 u2'")
+    (data / "spk2utt").unlink()
+    assert "create it with utils/utt2spk_to_spk2utt.sh" in one_problem(data)
+
+
+def test_problems_are_all_reported_by_the_shell_wrapper(data):
+    edit(data / "utt2num_samples", "u1 16000", "u1 zero")
+    (data / "text_spk2").unlink()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([str(REPO / "utils" / "validate_data_dir.sh"), str(data)],
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert f"{data}/utt2num_samples:1: 'u1': expected a positive int" in result.stderr
+    assert f"{data}/text_spk2: file not found" in result.stderr
+    assert "2 problem(s)" in result.stderr
+
+
+def test_fix_keeps_common_keys_sorts_and_rebuilds_spk2utt(data):
+    edit(data / "spk2.scp", "u1 ", "u0 ")  # u1 missing, u0 only here
+    lines = (data / "text_spk1").read_text().splitlines(keepends=True)
+    (data / "text_spk1").write_text("".join(reversed(lines)))
+    dropped = fix_data_dir(data)
+    assert dropped["spk2.scp"] == ["u0"]
+    assert dropped["wav.scp"] == ["u1"]
+    assert find_problems(data) == []
+    assert list(read_kv(data / "text_spk1")) == ["u2", "u3"]
+    assert read_kv(data / "spk2utt") == {"sa": "u2", "sb": "u3"}
+    assert (data / ".backup" / "spk2.scp").read_text().startswith("u0 ")
+
+
+@pytest.mark.parametrize("selection, expected", [
+    ({"first": 2}, ["u1", "u2"]),
+    ({"last": 1}, ["u3"]),
+    ({"random_count": 2, "seed": 3}, None),
+])
+def test_subset_selects_and_stays_valid(data, tmp_path, selection, expected):
+    chosen = subset_data_dir(data, tmp_path / "sub", **selection)
+    if expected is not None:
+        assert chosen == expected
+    assert chosen == sorted(chosen) and len(chosen) == len(set(chosen)) == 2 - ("last" in selection)
+    assert list(read_kv(tmp_path / "sub" / "wav.scp")) == chosen
+    assert find_problems(tmp_path / "sub") == []
+    assert (tmp_path / "sub" / "feats_type").read_text() == "raw\n"
+    if "random_count" in selection:
+        assert subset_data_dir(data, tmp_path / "again", **selection) == chosen
+
+
+def test_subset_by_key_file(data, tmp_path):
+    (tmp_path / "keys").write_text("u3\nu1\n")
+    assert subset_data_dir(data, tmp_path / "sub", key_file=tmp_path / "keys") == ["u1", "u3"]
+    assert read_kv(tmp_path / "sub" / "spk2utt") == {"sa": "u1", "sb": "u3"}
+    (tmp_path / "keys").write_text("u1\nu7\n")
+    with pytest.raises(DataDirError, match=r"keys:2: key 'u7' is not in the source"):
+        subset_data_dir(data, tmp_path / "sub", key_file=tmp_path / "keys")
+    with pytest.raises(DataDirError, match="cannot select 4 of 3"):
+        subset_data_dir(data, tmp_path / "sub", first=4)
+
+
+def test_combine_with_prefixes_is_sorted_and_valid(tmp_path):
+    a = make_data_dir(tmp_path, "a")
+    b = make_data_dir(tmp_path, "b", {"u0": "sa", "u9": "sc"})
+    (b / "text_spk1").unlink()
+    (b / "text_spk2").unlink()
+    left_out = combine_data_dirs(tmp_path / "all", [a, b], prefixes=["a_", "b_"])
+    assert left_out == ["text_spk1", "text_spk2"]
+    all_dir = tmp_path / "all"
+    assert list(read_kv(all_dir / "wav.scp")) == ["a_u1", "a_u2", "a_u3", "b_u0", "b_u9"]
+    assert read_kv(all_dir / "spk2utt")["b_sa"] == "b_u0"
+    assert find_problems(all_dir) == []
+    with pytest.raises(DataDirError, match="utterance 'u1' is in both"):
+        combine_data_dirs(tmp_path / "twice", [a, a])
+
+
+def test_spk2utt_round_trip_through_the_shell_wrappers(data, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    to_spk2utt = [str(REPO / "utils" / "utt2spk_to_spk2utt.sh"), str(data / "utt2spk")]
+    printed = subprocess.run(to_spk2utt, env=env, capture_output=True, text=True, check=True)
+    assert printed.stdout == (data / "spk2utt").read_text() == "sa u1 u2\nsb u3\n"
+    to_utt2spk = [str(REPO / "utils" / "spk2utt_to_utt2spk.sh"), str(data / "spk2utt"),
+                  str(tmp_path / "utt2spk")]
+    subprocess.run(to_utt2spk, env=env, check=True)
+    assert (tmp_path / "utt2spk").read_text() == (data / "utt2spk").read_text()

@@ -1,0 +1,60 @@
+from sepalm_espnet.metrics.report import SEPARATION_COLUMNS, Column, write_results
+from sepalm_espnet.metrics.separation import UtteranceScores, read_summary, write_scores
+
+METADATA = {"date": "2025-01-31", "config": "conf/tuning/sepalm_ar.yaml", "model": "exp/sepalm_ar"}
+
+
+def summary(si_snri, sdri, pesqi, estoii, n):
+    return {"si_snri": si_snri, "sdri": sdri, "pesqi": pesqi, "estoii": estoii, "n_utterances": n}
+
+
+def test_one_table_per_test_set_with_a_row_per_system(tmp_path):
+    results = {
+        "test": {
+            "sepformer": summary(13.21, 13.84, 0.671, 0.2114, 3000),
+            "sepalm_ar": summary(17.4, 17.9, 1.15, 0.46, 3000),
+        },
+        "test_musan": {"sepformer": summary(9.1, 9.5, 0.5, 0.2, 1500)},
+    }
+    write_results(tmp_path / "RESULTS.md", results, SEPARATION_COLUMNS, METADATA)
+    text = (tmp_path / "RESULTS.md").read_text()
+    header = "| system | SI-SNRi (dB) | SDRi (dB) | PESQi | ESTOIi | N |"
+    assert text.startswith(
+        "# RESULTS\n\n- date: 2025-01-31\n- config: conf/tuning/sepalm_ar.yaml\n"
+    )
+    assert "- model: exp/sepalm_ar\n" in text
+    assert (
+        "## test\n\n" + header + "\n|---|---:|---:|---:|---:|---:|\n"
+        "| sepformer | 13.21 | 13.84 | 0.67 | 0.211 | 3000 |\n"
+        "| sepalm_ar | 17.40 | 17.90 | 1.15 | 0.460 | 3000 |\n"
+    ) in text
+    assert "## test_musan\n\n" + header in text
+    assert text.index("## test\n") < text.index("## test_musan\n")
+    assert text.endswith("| sepformer | 9.10 | 9.50 | 0.50 | 0.200 | 1500 |\n")
+
+
+def test_later_stages_add_columns_and_systems_without_rewriting(tmp_path):
+    columns = SEPARATION_COLUMNS + (Column("wer", "WER (%)"), Column("rtf", "RTF", "{:.3f}"))
+    results = {
+        "test": {
+            "sepformer": summary(13.2, 13.8, 0.67, 0.21, 3000),
+            "sepalm_mask": {**summary(17.6, 18.2, 1.19, 0.47, 3000), "wer": 4.03, "rtf": 1.9123},
+        }
+    }
+    write_results(tmp_path / "RESULTS.md", results, columns, METADATA)
+    lines = (tmp_path / "RESULTS.md").read_text().splitlines()
+    assert "| system | SI-SNRi (dB) | SDRi (dB) | PESQi | ESTOIi | N | WER (%) | RTF |" in lines
+    assert "| sepformer | 13.20 | 13.80 | 0.67 | 0.210 | 3000 | - | - |" in lines
+    assert "| sepalm_mask | 17.60 | 18.20 | 1.19 | 0.470 | 3000 | 4.03 | 1.912 |" in lines
+
+
+def test_score_dir_summary_feeds_the_report_and_rewrites_atomically(tmp_path):
+    metrics = {"si_snr": 12.0, "si_snri": 11.5, "sdr": 12.5, "sdri": 12.25, "pesq": float("nan"),
+               "pesqi": float("nan"), "estoi": 0.8, "estoii": 0.3}
+    write_scores(tmp_path / "score", [UtteranceScores("utt1", (0, 1), metrics)])
+    path = tmp_path / "RESULTS.md"
+    path.write_text("stale\n")
+    results = {"test": {"sepformer": read_summary(tmp_path / "score")}}
+    write_results(path, results, metadata=METADATA)
+    assert "| sepformer | 11.50 | 12.25 | - | 0.300 | 1 |" in path.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["RESULTS.md", "score"]

@@ -1,0 +1,123 @@
+# Command-line options for a shell script, declared once as shell variables.
+#
+# Source this file after declaring the options with their defaults:
+#
+#     nj=4             # number of parallel jobs
+#     use_gpu=false    # decode on the GPU
+#     help_message="Usage: $0 [options] <data-dir>"
+#     . utils/parse_options.sh
+#
+# Then `--nj 8`, `--nj=8`, `--use-gpu true` and `--use_gpu=true` set the variables: dashes in an
+# option name become underscores. An option exists exactly when a lowercase, non-exported, scalar
+# variable of that name is set (help_message excepted), so an unknown or misspelt option is an
+# error rather than a silently ignored flag. A variable whose current value is true or false is
+# boolean and accepts only true or false.
+#
+# --help / -h prints help_message, then every option with its current value, in the order the
+# script declares them, each followed by the `# comment` at the end of its declaration line.
+#
+# Parsing stops at the first argument that is not an option, or just after `--`; the arguments
+# that remain are the script's positional parameters. Safe under `set -euo pipefail`.
+
+_parse_options_script=${BASH_SOURCE[1]:-}
+
+_parse_options_die() {
+    echo "$0: $*" >&2
+    exit 1
+}
+
+# Whether $1 names a variable this file may set.
+_parse_options_is_option() {
+    local _name=$1 _declaration _flags
+    [[ ${_name} =~ ^[a-z][a-z0-9_]*$ ]] && [ "${_name}" != help_message ] || return 1
+    _declaration=$(declare -p "${_name}" 2>/dev/null) || return 1
+    _flags=${_declaration#declare -}
+    _flags=${_flags%% *}
+    [[ ${_flags} != *[xaA]* ]]
+}
+
+_parse_options_help() {
+    local _name _line _comment _width=28 _assignment
+    local -a _names=()
+    local -A _comments=() _listed=()
+    if [ -n "${help_message:-}" ]; then
+        printf '%s\n\n' "${help_message}"
+    fi
+    # Declaration order and comments come from the script's own top-level `name=value` lines.
+    if [ -n "${_parse_options_script}" ] && [ -r "${_parse_options_script}" ]; then
+        while IFS= read -r _line || [ -n "${_line}" ]; do
+            [[ ${_line} == *parse_options.sh* ]] && break
+            [[ ${_line} =~ ^([a-z][a-z0-9_]*)= ]] || continue
+            _name=${BASH_REMATCH[1]}
+            _parse_options_is_option "${_name}" && [ -z "${_listed[${_name}]:-}" ] || continue
+            _listed[${_name}]=1
+            _names+=("${_name}")
+            _comment=""
+            if [[ ${_line} =~ [[:space:]]#[[:space:]]*(.*)$ ]]; then
+                _comment=${BASH_REMATCH[1]}
+            fi
+            _comments[${_name}]=${_comment}
+        done < "${_parse_options_script}"
+    fi
+    # Options the scan could not see (declared in a sourced file or a `bash -c` string).
+    while IFS= read -r _name; do
+        if _parse_options_is_option "${_name}" && [ -z "${_listed[${_name}]:-}" ]; then
+            _names+=("${_name}")
+        fi
+    done < <(compgen -v)
+    echo "Options (current values):"
+    for _name in "${_names[@]}"; do
+        _assignment=$(printf -- '--%s=%q' "${_name}" "${!_name}")
+        [ -z "${!_name}" ] && _assignment="--${_name}=''"
+        _comment=${_comments[${_name}]:-}
+        if [ -n "${_comment}" ]; then
+            printf '  %-*s %s\n' "${_width}" "${_assignment}" "${_comment}"
+        else
+            printf '  %s\n' "${_assignment}"
+        fi
+    done
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --)
+            shift
+            break
+            ;;
+        -h | --help)
+            _parse_options_help
+            exit 0
+            ;;
+        --*=*)
+            _parse_options_name=${1%%=*}
+            _parse_options_value=${1#*=}
+            _parse_options_nargs=1
+            ;;
+        --*)
+            [ $# -ge 2 ] || _parse_options_die "option $1 needs a value"
+            _parse_options_name=$1
+            _parse_options_value=$2
+            _parse_options_nargs=2
+            ;;
+        *)
+            break
+            ;;
+    esac
+    _parse_options_name=${_parse_options_name#--}
+    _parse_options_name=${_parse_options_name//-/_}
+    _parse_options_is_option "${_parse_options_name}" \
+        || _parse_options_die "unknown option --${_parse_options_name} (see $0 --help)"
+    case "${!_parse_options_name}" in
+        true | false)
+            case "${_parse_options_value}" in
+                true | false) ;;
+                *) _parse_options_die "option --${_parse_options_name} is boolean:" \
+                    "expected true or false, got '${_parse_options_value}'" ;;
+            esac
+            ;;
+    esac
+    printf -v "${_parse_options_name}" '%s' "${_parse_options_value}"
+    shift "${_parse_options_nargs}"
+done
+unset -v _parse_options_script _parse_options_name _parse_options_value _parse_options_nargs
+unset -f _parse_options_die _parse_options_is_option _parse_options_help
