@@ -41,7 +41,7 @@ _parse_options_help() {
     local -a _names=()
     local -A _comments=() _listed=()
     if [ -n "${help_message:-}" ]; then
-        printf '%s\n\n' "${help_message}"
+        printf '%s\n\n' "${help_message%$'\n'}"
     fi
     # Declaration order and comments come from the script's own top-level `name=value` lines.
     if [ -n "${_parse_options_script}" ] && [ -r "${_parse_options_script}" ]; then

@@ -1,4 +1,4 @@
-"""Entry point of utils/run.sh and utils/slurm.sh: `run_jobs <local|slurm> [opts] JOB=1:N log cmd...`."""
+"""Entry point of utils/run.sh and utils/slurm.sh (run_jobs <local|slurm> [opts] JOB=1:N log cmd)."""
 import sys
 
 from sepalm_espnet.utils.jobs import main as run_jobs

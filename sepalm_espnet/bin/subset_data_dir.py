@@ -9,17 +9,19 @@ from sepalm_espnet.data.kaldi_dir import DataDirError
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="utils/subset_data_dir.sh", description=__doc__)
     choice = parser.add_mutually_exclusive_group(required=True)
-    choice.add_argument("--keys", dest="key_file", help="file whose first column lists the keys")
-    choice.add_argument("--first", type=int, help="the first N utterances (sorted order)")
-    choice.add_argument("--last", type=int, help="the last N utterances")
-    choice.add_argument("--random", dest="random_count", type=int, help="N utterances at random")
+    choice.add_argument("--keys", dest="key_file", metavar="FILE",
+                        help="file whose first column lists the keys")
+    choice.add_argument("--first", type=int, metavar="N", help="the first N utterances (sorted)")
+    choice.add_argument("--last", type=int, metavar="N", help="the last N utterances")
+    choice.add_argument("--random", dest="random_count", type=int, metavar="N",
+                        help="N utterances at random")
     parser.add_argument("--seed", type=int, default=0, help="random seed for --random")
     parser.add_argument("src_dir")
     parser.add_argument("dest_dir")
     args = parser.parse_args(argv)
-    selection = {k: v for k, v in vars(args).items() if k not in ("src_dir", "dest_dir")}
     try:
-        subset_data_dir(args.src_dir, args.dest_dir, **selection)
+        subset_data_dir(args.src_dir, args.dest_dir, args.key_file, args.first, args.last,
+                        args.random_count, args.seed)
     except DataDirError as exc:
         sys.exit(f"subset_data_dir: {exc}")
 

@@ -139,7 +139,8 @@ def _missing_audio(value: str) -> Optional[str]:
     """The file a wav.scp-style value needs that does not exist; None when fine or unknowable.
 
     Commands (`sox ... |`) cannot be checked without running them; `file.ark:offset[...]`
-    values (kaldiio) need the ark file.
+    values (kaldiio) need the ark file. Relative paths start from the current directory (the
+    recipe dir), as in Kaldi.
     """
     if value.endswith("|") or Path(value).exists():
         return None
@@ -192,7 +193,9 @@ def _segments_problems(path: Path, segments: Table, recordings: Table) -> List[s
 def _speaker_problems(data_dir: Path, tables: Mapping[str, Table]) -> List[str]:
     utt2spk_path, spk2utt_path = data_dir / "utt2spk", data_dir / "spk2utt"
     if "utt2spk" not in tables:
-        return [f"{utt2spk_path}: file not found (spk2utt needs it)"] if spk2utt_path.is_file() else []
+        if spk2utt_path.is_file():
+            return [f"{utt2spk_path}: file not found (spk2utt needs it)"]
+        return []
     if not spk2utt_path.is_file():
         return [f"{spk2utt_path}: file not found; create it with utils/utt2spk_to_spk2utt.sh"]
     if "spk2utt" not in tables:
@@ -366,13 +369,15 @@ def select_utterances(utterances: Sequence[str], key_file: Optional[PathLike] = 
     return sorted(random.Random(seed).sample(list(utterances), count))
 
 
-def subset_data_dir(src: PathLike, dest: PathLike, **selection) -> List[str]:
-    """Copy the chosen utterances (see select_utterances) of src into dest; return them."""
+def subset_data_dir(src: PathLike, dest: PathLike, key_file: Optional[PathLike] = None,
+                    first: Optional[int] = None, last: Optional[int] = None,
+                    random_count: Optional[int] = None, seed: int = 0) -> List[str]:
+    """Copy the utterances chosen as in select_utterances from src into dest; return them."""
     src, dest = Path(src), Path(dest)
     if dest.resolve() == src.resolve():
         raise DataDirError(f"{dest}: destination is the source data dir")
     tables = load_tables(src)
-    chosen = select_utterances(_utterance_keys(tables), **selection)
+    chosen = select_utterances(_utterance_keys(tables), key_file, first, last, random_count, seed)
     _write_tables(dest, restrict_tables(tables, chosen))
     for name in other_files(src):
         shutil.copy2(src / name, dest / name)
@@ -398,6 +403,8 @@ def combine_data_dirs(dest: PathLike, sources: Sequence[PathLike],
     utterance id is an error; a shared speaker or recording id must carry the same values.
     """
     dest = Path(dest)
+    if not sources:
+        raise DataDirError(f"{dest}: no source data dirs to combine")
     prefixes = list(prefixes) if prefixes else [""] * len(sources)
     if len(prefixes) != len(sources):
         raise DataDirError(f"{len(prefixes)} prefixes for {len(sources)} source dirs")

@@ -1,13 +1,14 @@
 """Mini LibriMix: the offline 2-speaker noisy (optionally reverberant) corpus that CI runs.
 
-Everything comes from Debian packages and a seed, so any machine rebuilds the same bytes:
+Everything comes from Debian packages and a seed: the same packages rebuild the same bytes.
 
 text      Single sentences from `fortunes` / `fortunes-min`. Each sentence belongs to one pool,
           by a hash of its text: train, dev and test sources, and babble noise (held out).
 speakers  Debian TTS voices (tts.py); train speakers are disjoint from dev/test speakers.
 sources   LibriMix "min" mode: two utterances of different speakers and sentences, both starting
           at sample 0, truncated to the shorter. Each reference is scaled to TARGET_RMS_DBFS,
-          then by +g/2 and -g/2 dB with the relative gain g uniform in [-5, 5] dB.
+          then by +g/2 and -g/2 dB with the relative gain g uniform in [-5, 5] dB (all before
+          the common anti-clipping scale below; a reverberant image gets its reference's gain).
 noise     White, pink or brown Gaussian noise (spectrum shaped in the FFT domain) or babble (the sum
           of BABBLE_TALKERS TTS utterances of held-out sentences, looped), scaled to an SNR uniform
           in [-6, 3] dB, where SNR = 10 log10(sum((s1 + s2)^2) / sum(noise^2)) over the whole
@@ -77,10 +78,13 @@ from sepalm_espnet.data.tts import (
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump when a code change alters the generated audio or metadata
+DEFAULT_NJ = 2
 SPLITS = ("train", "dev", "test")
 SPLIT_VOICES = {"train": TRAIN_VOICES, "dev": EVAL_VOICES, "test": EVAL_VOICES}
 # Sentence pools as shares of 100 hash buckets; "babble" sentences are never a source.
-POOL_BUCKETS = {"train": range(0, 80), "dev": range(80, 88), "test": range(88, 96), "babble": range(96, 100)}
+POOL_BUCKETS = {
+    "train": range(0, 80), "dev": range(80, 88), "test": range(88, 96), "babble": range(96, 100),
+}
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 
 TARGET_RMS_DBFS = -28.0
@@ -103,13 +107,15 @@ MIC_HEIGHT_RANGE_M = (1.0, 1.8)
 SOURCE_HEIGHT_RANGE_M = (1.4, 1.9)
 SOURCE_DISTANCE_RANGE_M = (0.75, 2.0)
 
+# LibriMix's columns first; the reverb columns only in a reverberant corpus.
 METADATA_COLUMNS = (
     "mixture_ID", "mixture_path", "source_1_path", "source_2_path", "noise_path", "length",
     "source_1_speaker", "source_2_speaker", "source_1_text", "source_2_text",
     "source_1_gain_db", "source_2_gain_db", "noise_type", "snr_db",
 )
 REVERB_METADATA_COLUMNS = (
-    "source_1_reverb_path", "source_2_reverb_path", "rt60", "source_1_distance", "source_2_distance",
+    "source_1_reverb_path", "source_2_reverb_path", "rt60",
+    "source_1_distance", "source_2_distance",
 )
 
 _WORD = r"[A-Za-z][a-z']*(?:-[A-Za-z][a-z']*)*"
@@ -136,17 +142,19 @@ class MiniLibriMixConfig:
     n_train: int = field(default=120, metadata={"help": "training mixtures"})
     n_dev: int = field(default=20, metadata={"help": "development mixtures"})
     n_test: int = field(default=20, metadata={"help": "test mixtures"})
-    seed: int = field(default=0, metadata={"help": "random seed; the same seed gives the same bytes"})
+    seed: int = field(default=0, metadata={"help": "random seed: the same seed, the same bytes"})
     fs: int = field(default=16000, metadata={"help": "sampling rate in Hz"})
     reverb: bool = field(default=False, metadata={"help": "WHAMR!-style reverberant mixtures"})
-    min_words: int = field(default=5, metadata={"help": "shortest sentence, in words"})
-    max_words: int = field(default=12, metadata={"help": "longest sentence, in words"})
+    # 7-14 words: mixtures (the shorter of two utterances) of about 2-4 s.
+    min_words: int = field(default=7, metadata={"help": "shortest sentence, in words"})
+    max_words: int = field(default=14, metadata={"help": "longest sentence, in words"})
 
     def __post_init__(self) -> None:
         if min(self.n_train, self.n_dev, self.n_test) < 1:
             raise ValueError("n_train, n_dev and n_test must be at least 1")
         if not 1 <= self.min_words <= self.max_words:
-            raise ValueError(f"need 1 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
+            raise ValueError(f"need 1 <= min_words <= max_words, got {self.min_words}, "
+                             f"{self.max_words}")
 
     def size(self, split: str) -> int:
         return {"train": self.n_train, "dev": self.n_dev, "test": self.n_test}[split]
@@ -155,26 +163,34 @@ class MiniLibriMixConfig:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options generated from MiniLibriMixConfig, so defaults and help live in one place."""
     parser.add_argument("--corpus_dir", required=True, help="where the audio and metadata go")
-    parser.add_argument("--datadir", default="data", help="Kaldi data dirs go to <datadir>/<split>")
-    parser.add_argument("--nj", type=int, default=2, help="parallel processes")
-    parser.add_argument("--fortunes_dir", default=str(FORTUNES_DIR), help="the fortune files")
+    parser.add_argument("--datadir", default="data",
+                        help="data dirs go to <datadir>/<split> (default: data)")
+    parser.add_argument("--nj", type=int, default=DEFAULT_NJ,
+                        help=f"parallel processes (default: {DEFAULT_NJ})")
+    parser.add_argument("--fortunes_dir", default=str(FORTUNES_DIR),
+                        help=f"the fortune files (default: {FORTUNES_DIR})")
     for option in dataclasses.fields(MiniLibriMixConfig):
-        kind = _str2bool if option.type in (bool, "bool") else int
-        parser.add_argument(f"--{option.name}", type=kind, default=option.default,
-                            help=f"{option.metadata['help']} (default: {option.default})")
+        is_bool = option.type in (bool, "bool")
+        default = str(option.default).lower() if is_bool else option.default
+        parser.add_argument(f"--{option.name}", type=_str2bool if is_bool else int,
+                            default=option.default, metavar="{true,false}" if is_bool else None,
+                            help=f"{option.metadata['help']} (default: {default})")
 
 
 def config_from_args(args: argparse.Namespace) -> MiniLibriMixConfig:
-    return MiniLibriMixConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(MiniLibriMixConfig)})
+    names = [option.name for option in dataclasses.fields(MiniLibriMixConfig)]
+    return MiniLibriMixConfig(**{name: getattr(args, name) for name in names})
 
 
 # ----------------------------------------------------------------------------- text
 
 
-def load_sentences(fortunes_dir: PathLike = FORTUNES_DIR, min_words: int = 5, max_words: int = 12) -> List[str]:
+def load_sentences(fortunes_dir: PathLike, min_words: int, max_words: int) -> List[str]:
     """Sorted, unique single sentences a TTS voice reads as written (no digits, no acronyms)."""
     fortunes_dir = Path(fortunes_dir)
-    files = sorted(p for p in fortunes_dir.iterdir() if p.is_file() and not p.suffix) if fortunes_dir.is_dir() else []
+    files = []
+    if fortunes_dir.is_dir():
+        files = sorted(p for p in fortunes_dir.iterdir() if p.is_file() and not p.suffix)
     if not files:
         raise FileNotFoundError(
             f"no fortune files in {fortunes_dir}: install the Debian packages 'fortunes-min' and "
@@ -184,7 +200,8 @@ def load_sentences(fortunes_dir: PathLike = FORTUNES_DIR, min_words: int = 5, ma
         text = path.read_bytes().decode("utf-8", errors="replace")
         for entry in re.split(r"^%$", text, flags=re.MULTILINE):
             for sentence in _SENTENCE_END.split(" ".join(entry.split())):
-                if _SENTENCE.fullmatch(sentence) and min_words <= len(sentence.split()) <= max_words:
+                words = len(sentence.split())
+                if min_words <= words <= max_words and _SENTENCE.fullmatch(sentence):
                     sentences.add(sentence)
     return sorted(sentences)
 
@@ -203,12 +220,13 @@ def split_sentence_pools(sentences: Sequence[str]) -> Dict[str, List[str]]:
     pools: Dict[str, List[str]] = {name: [] for name in POOL_BUCKETS}
     for sentence in sentences:
         bucket = int(sentence_key(sentence), 16) % 100
-        pools[next(name for name, buckets in POOL_BUCKETS.items() if bucket in buckets)].append(sentence)
+        pool = next(name for name, buckets in POOL_BUCKETS.items() if bucket in buckets)
+        pools[pool].append(sentence)
     for name, pool in pools.items():
         needed = BABBLE_TALKERS if name == "babble" else 2
         if len(pool) < needed:
-            raise ValueError(f"only {len(pool)} sentences in the {name} pool ({len(sentences)} in all): "
-                             f"widen --min_words/--max_words")
+            raise ValueError(f"only {len(pool)} sentences in the {name} pool "
+                             f"({len(sentences)} in all): widen --min_words/--max_words")
     return pools
 
 
@@ -265,10 +283,13 @@ def sample_room(rng: np.random.Generator) -> Room:
     for _ in range(2):
         azimuth = rng.uniform(0.0, 2.0 * np.pi)
         distance = rng.uniform(*SOURCE_DISTANCE_RANGE_M)
-        position = np.array([mic[0] + distance * np.cos(azimuth), mic[1] + distance * np.sin(azimuth),
+        position = np.array([mic[0] + distance * np.cos(azimuth),
+                             mic[1] + distance * np.sin(azimuth),
                              rng.uniform(*SOURCE_HEIGHT_RANGE_M)])
-        sources.append(tuple(float(x) for x in np.clip(position, WALL_MARGIN_M, dims - WALL_MARGIN_M)))
-    return Room(float(rt60), tuple(float(x) for x in dims), tuple(float(x) for x in mic), tuple(sources))
+        position = np.clip(position, WALL_MARGIN_M, dims - WALL_MARGIN_M)
+        sources.append(tuple(float(x) for x in position))
+    return Room(float(rt60), tuple(float(x) for x in dims), tuple(float(x) for x in mic),
+                tuple(sources))
 
 
 def plan_mixture(config: MiniLibriMixConfig, split: str, index: int, attempt: int,
@@ -293,11 +314,16 @@ def plan_mixture(config: MiniLibriMixConfig, split: str, index: int, attempt: in
         sources=(Utterance(voices[first_voice], pool[first_sentence]),
                  Utterance(voices[second_voice], pool[second_sentence])),
         gains_db=(relative_gain_db / 2, -relative_gain_db / 2),
-        snr_db=float(snr_db), noise_type=noise_type, noise_seed=noise_seed, babble=babble, room=room,
+        snr_db=float(snr_db),
+        noise_type=noise_type,
+        noise_seed=noise_seed,
+        babble=babble,
+        room=room,
     )
 
 
-def plan_corpus(config: MiniLibriMixConfig, sentences: Sequence[str]) -> Dict[str, List[MixturePlan]]:
+def plan_corpus(config: MiniLibriMixConfig,
+                sentences: Sequence[str]) -> Dict[str, List[MixturePlan]]:
     """A mixture id drawn twice is redrawn (attempt + 1); this depends only on earlier mixtures."""
     pools = split_sentence_pools(sentences)
     plans: Dict[str, List[MixturePlan]] = {}
@@ -339,7 +365,8 @@ def babble_noise(talkers: Sequence[Utterance], length: int, fs: int, cache_dir: 
     return babble
 
 
-def room_impulse_responses(room: Room, fs: int, max_order: Optional[int] = None) -> List[np.ndarray]:
+def room_impulse_responses(room: Room, fs: int,
+                           max_order: Optional[int] = None) -> List[np.ndarray]:
     """Source-to-microphone RIRs; max_order=0 keeps only the direct path of the same room."""
     import pyroomacoustics as pra  # imported here: it costs a second and only --reverb needs it
 
@@ -350,19 +377,21 @@ def room_impulse_responses(room: Room, fs: int, max_order: Optional[int] = None)
         shoebox.add_source(list(position))
     shoebox.add_microphone(list(room.mic))
     shoebox.compute_rir()
-    return [np.asarray(shoebox.rir[0][source], dtype=np.float64) for source in range(len(room.sources))]
+    return [np.asarray(rir, dtype=np.float64) for rir in shoebox.rir[0]]
 
 
 def mix_components(plan: MixturePlan, fs: int, cache_dir: Path) -> Dict[str, np.ndarray]:
     """Float components; "s1"/"s2" are the references, "image1"/"image2" the speech in the mix."""
-    dry = [synthesize_cached(u.voice, u.sentence, fs, cache_dir).astype(np.float64) for u in plan.sources]
+    dry = [synthesize_cached(u.voice, u.sentence, fs, cache_dir).astype(np.float64)
+           for u in plan.sources]
     length = min(len(signal) for signal in dry)
     dry = [signal[:length] for signal in dry]
     if plan.room is None:
         references = images = dry
     else:
-        images = [fftconvolve(s, h)[:length] for s, h in zip(dry, room_impulse_responses(plan.room, fs))]
-        references = [fftconvolve(s, h)[:length] for s, h in zip(dry, room_impulse_responses(plan.room, fs, 0))]
+        reverberant, direct = (room_impulse_responses(plan.room, fs, order) for order in (None, 0))
+        images = [fftconvolve(s, h)[:length] for s, h in zip(dry, reverberant)]
+        references = [fftconvolve(s, h)[:length] for s, h in zip(dry, direct)]
     gains = [10 ** ((TARGET_RMS_DBFS + gain_db) / 20) / math.sqrt(power(reference))
              for reference, gain_db in zip(references, plan.gains_db)]
     references = [g * r for g, r in zip(gains, references)]
@@ -374,7 +403,8 @@ def mix_components(plan: MixturePlan, fs: int, cache_dir: Path) -> Dict[str, np.
         noise = coloured_noise(plan.noise_type, length, fs, rng)
     speech_power = power(images[0] + images[1])
     noise *= math.sqrt(speech_power / power(noise) / 10 ** (plan.snr_db / 10))
-    return {"s1": references[0], "s2": references[1], "image1": images[0], "image2": images[1], "noise": noise}
+    return {"s1": references[0], "s2": references[1], "image1": images[0], "image2": images[1],
+            "noise": noise}
 
 
 def quantize_components(components: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -382,7 +412,8 @@ def quantize_components(components: Mapping[str, np.ndarray]) -> Dict[str, np.nd
     mixture = components["image1"] + components["image2"] + components["noise"]
     peak = max(float(np.max(np.abs(signal))) for signal in (*components.values(), mixture))
     scale = INT16_MAX * min(1.0, PEAK_LEVEL / peak)
-    quantized = {name: np.round(signal * scale).astype(np.int16) for name, signal in components.items()}
+    quantized = {name: np.round(signal * scale).astype(np.int16)
+                 for name, signal in components.items()}
     mixture_int = sum(quantized[name].astype(np.int32) for name in ("image1", "image2", "noise"))
     # Rounding moves each component by at most half a step, far inside the headroom.
     assert np.max(np.abs(mixture_int)) <= INT16_MAX
@@ -403,8 +434,9 @@ def component_paths(plan: MixturePlan, corpus_dir: Path, fs: int) -> Dict[str, P
     return {name: folder / subdir / f"{plan.mixture_id}.wav" for name, subdir in names.items()}
 
 
-def render_mixture(plan: MixturePlan, corpus_dir: Path, fs: int, cache_dir: Path) -> Dict[str, str]:
-    """Write the mixture's wavs unless all exist (every write is atomic); return its metadata row."""
+def render_mixture(plan: MixturePlan, corpus_dir: Path, fs: int,
+                   cache_dir: Path) -> Dict[str, str]:
+    """Write the mixture's wavs unless all exist (each write is atomic); return its metadata row."""
     paths = component_paths(plan, corpus_dir, fs)
     if all(path.is_file() for path in paths.values()):
         audio = {name: read_audio(path, dtype="int16")[0] for name, path in paths.items()}
@@ -412,8 +444,8 @@ def render_mixture(plan: MixturePlan, corpus_dir: Path, fs: int, cache_dir: Path
         audio = quantize_components(mix_components(plan, fs, cache_dir))
         for name, path in paths.items():
             write_audio(path, audio[name], fs, subtype="PCM_16")
-    images = [audio.get(name, audio[reference]) for name, reference in (("image1", "s1"), ("image2", "s2"))]
-    speech = images[0].astype(np.int64) + images[1]
+    # Without reverb the images are the references themselves.
+    speech = audio.get("image1", audio["s1"]).astype(np.int64) + audio.get("image2", audio["s2"])
     snr_db = 10 * math.log10(power(speech) / power(audio["noise"]))
     row = {
         "mixture_ID": plan.mixture_id,
@@ -448,7 +480,8 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
-def parallel_map(function: Callable[[Item], Result], items: Sequence[Item], nj: int) -> List[Result]:
+def parallel_map(function: Callable[[Item], Result], items: Sequence[Item],
+                 nj: int) -> List[Result]:
     """In order; nj=1 runs inline (easier to debug). Results do not depend on nj."""
     if nj <= 1 or len(items) <= 1:
         return [function(item) for item in items]
@@ -478,15 +511,16 @@ def claim_corpus_dir(corpus_dir: Path, options: Mapping[str, object]) -> None:
     if options_path.is_file():
         recorded = json.loads(options_path.read_text(encoding="utf-8"))
         differences = [f"{key}: {recorded.get(key)!r} there, {options.get(key)!r} now"
-                       for key in sorted(set(recorded) | set(options)) if recorded.get(key) != options.get(key)]
+                       for key in sorted(set(recorded) | set(options))
+                       if recorded.get(key) != options.get(key)]
         if differences:
             raise CorpusOptionsError(
                 f"{corpus_dir} holds a mini LibriMix corpus made with other options ("
                 + "; ".join(differences) + "): choose another --corpus_dir or delete this one")
         return
     if corpus_dir.is_dir() and any(corpus_dir.iterdir()):
-        raise CorpusOptionsError(f"{corpus_dir} is not empty and has no options.json, so it is not a "
-                                 f"mini LibriMix corpus: choose another --corpus_dir")
+        raise CorpusOptionsError(f"{corpus_dir} is not empty and has no options.json, so it is "
+                                 f"not a mini LibriMix corpus: choose another --corpus_dir")
     with atomic_path(options_path) as tmp:
         tmp.write_text(json.dumps(options, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
@@ -495,12 +529,14 @@ def metadata_path(corpus_dir: Path, split: str) -> Path:
     return corpus_dir / "metadata" / f"mixture_{split}_mix_both.csv"
 
 
-def write_metadata(path: Path, rows: Sequence[Mapping[str, str]]) -> None:
+def write_metadata(path: Path, rows: Sequence[Mapping[str, str]], reverb: bool) -> None:
+    """Rows sorted by mixture id; a row with an undeclared column is an error."""
+    columns = METADATA_COLUMNS + (REVERB_METADATA_COLUMNS if reverb else ())
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+            writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(sorted(rows, key=lambda row: row["mixture_ID"]))
 
 
 def read_metadata(path: Path) -> List[Dict[str, str]]:
@@ -509,7 +545,8 @@ def read_metadata(path: Path) -> List[Dict[str, str]]:
 
 
 def summarize(rows_by_split: Mapping[str, Sequence[Mapping[str, str]]], fs: int) -> str:
-    lines = [f"{'split':<6} {'mixtures':>8}   {'duration s mean/min/max':>24}   {'SNR dB mean/min/max':>22}"]
+    lines = [f"{'split':<6} {'mixtures':>8}   {'duration s mean/min/max':>24}   "
+             f"{'SNR dB mean/min/max':>22}"]
     for split, rows in rows_by_split.items():
         durations = np.array([int(row["length"]) / fs for row in rows])
         snrs = np.array([float(row["snr_db"]) for row in rows])
@@ -519,7 +556,8 @@ def summarize(rows_by_split: Mapping[str, Sequence[Mapping[str, str]]], fs: int)
     return "\n".join(lines) + "\n"
 
 
-def generate_corpus(corpus_dir: Path, config: MiniLibriMixConfig, sentences: Sequence[str], nj: int) -> str:
+def generate_corpus(corpus_dir: Path, config: MiniLibriMixConfig, sentences: Sequence[str],
+                    nj: int) -> str:
     """Synthesize and mix every mixture not yet on disk; write metadata; return the summary."""
     plans = plan_corpus(config, sentences)
     all_plans = [plan for split in SPLITS for plan in plans[split]]
@@ -527,7 +565,8 @@ def generate_corpus(corpus_dir: Path, config: MiniLibriMixConfig, sentences: Seq
     utterances = sorted({u for plan in all_plans for u in (*plan.sources, *plan.babble)},
                         key=lambda u: u.utt_id)
     start = time.perf_counter()
-    parallel_map(functools.partial(_synthesize_into_cache, fs=config.fs, cache_dir=cache_dir), utterances, nj)
+    parallel_map(functools.partial(_synthesize_into_cache, fs=config.fs, cache_dir=cache_dir),
+                 utterances, nj)
     tts_seconds = time.perf_counter() - start
     logger.info("TTS: %d utterances in %.1f s", len(utterances), tts_seconds)
     rows = parallel_map(functools.partial(render_mixture, corpus_dir=corpus_dir, fs=config.fs,
@@ -537,9 +576,10 @@ def generate_corpus(corpus_dir: Path, config: MiniLibriMixConfig, sentences: Seq
     for plan, row in zip(all_plans, rows):
         rows_by_split[plan.split].append(row)
     for split, split_rows in rows_by_split.items():
-        write_metadata(metadata_path(corpus_dir, split), sorted(split_rows, key=lambda row: row["mixture_ID"]))
+        write_metadata(metadata_path(corpus_dir, split), split_rows, config.reverb)
     timing = (f"generated {len(all_plans)} mixtures in {total_seconds:.1f} s with nj={nj} "
-              f"({100 * total_seconds / len(all_plans):.1f} s per 100 mixtures; TTS {tts_seconds:.1f} s)")
+              f"({100 * total_seconds / len(all_plans):.1f} s per 100 mixtures; "
+              f"TTS {tts_seconds:.1f} s)")
     return summarize(rows_by_split, config.fs) + timing + "\n"
 
 
@@ -551,7 +591,8 @@ def write_data_dir(out_dir: Path, rows: Sequence[Mapping[str, str]]) -> Path:
         if read_kv(out_dir / "wav.scp") == {entry.key: entry.mixture for entry in entries}:
             logger.info("%s already lists this corpus, kept", out_dir)
             return out_dir
-        raise CorpusOptionsError(f"{out_dir} exists and lists other mixtures: delete it or choose another --datadir")
+        raise CorpusOptionsError(f"{out_dir} exists and lists other mixtures or paths: delete it "
+                                 f"or choose another --datadir")
     texts = tuple({row["mixture_ID"]: row[f"source_{k}_text"] for row in rows} for k in (1, 2))
     return write_separation_dir(out_dir, entries, texts)
 
@@ -560,7 +601,7 @@ def prepare_mini_librimix(
     corpus_dir: PathLike,
     datadir: PathLike,
     config: MiniLibriMixConfig = MiniLibriMixConfig(),
-    nj: int = 2,
+    nj: int = DEFAULT_NJ,
     fortunes_dir: PathLike = FORTUNES_DIR,
 ) -> Dict[str, Path]:
     """Build (or resume, or keep) the corpus and return the validated data dir of each split."""
@@ -578,5 +619,6 @@ def prepare_mini_librimix(
             tmp.write_text(summary, encoding="utf-8")
         done_marker.touch()
     logger.info("%s:\n%s", summary_path, summary_path.read_text(encoding="utf-8"))
-    return {split: write_data_dir(Path(datadir).absolute() / split, read_metadata(metadata_path(corpus_dir, split)))
+    return {split: write_data_dir(Path(datadir).absolute() / split,
+                                  read_metadata(metadata_path(corpus_dir, split)))
             for split in SPLITS}

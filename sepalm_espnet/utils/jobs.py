@@ -13,6 +13,7 @@ import datetime
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -312,6 +313,8 @@ def main(argv: Sequence[str]) -> int:
     for key in SLURM_CONFIG_KEYS:
         if getattr(args, key) is not None:
             options[key] = str(getattr(args, key))
+    if not args.dry_run and shutil.which("sbatch") is None:
+        parser.error("sbatch not found: run on a Slurm submit host, or use --dry-run")
     codes = run_slurm(jobs, options, args.dry_run)
     if codes is None:
         return 0

@@ -137,6 +137,21 @@ def test_fix_keeps_common_keys_sorts_and_rebuilds_spk2utt(data):
     assert (data / ".backup" / "spk2.scp").read_text().startswith("u0 ")
 
 
+def test_segments_key_utterances_and_wav_scp_keys_recordings(tmp_path):
+    data = tmp_path / "seg"
+    data.mkdir()
+    (tmp_path / "r1.wav").touch()
+    (data / "wav.scp").write_text(f"r1 {tmp_path}/r1.wav\n")
+    (data / "reco2dur").write_text("r1 2.0\n")
+    (data / "segments").write_text("s1 r1 0 1\ns2 r1 1 2\ns3 r2 0 1\n")
+    (data / "utt2spk").write_text("s1 a\ns2 a\ns3 b\n")
+    (data / "spk2utt").write_text("a s1 s2\nb s3\n")
+    assert one_problem(data) == f"{data}/segments:3: 's3': recording 'r2' is not in wav.scp"
+    assert fix_data_dir(data) == {"segments": ["s3"], "utt2spk": ["s3"], "spk2utt": ["b"]}
+    assert find_problems(data) == []
+    assert read_kv(data / "spk2utt") == {"a": "s1 s2"}
+
+
 @pytest.mark.parametrize("selection, expected", [
     ({"first": 2}, ["u1", "u2"]),
     ({"last": 1}, ["u3"]),

@@ -6,19 +6,28 @@ import pytest
 import torch
 import yaml
 
-from sepalm_espnet.separator.registry import EnhancementTask, separator_choices
+from sepalm_espnet.separator.registry import (
+    EnhancementTask,
+    enh_model_separate_fn,
+    load_enh_model,
+    separator_choices,
+)
 from sepalm_espnet.separator.sepformer import SepFormerSeparator
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "egs2/TEMPLATE/sepalm1/conf/tuning"
 TINY_SEPARATOR = dict(d_model=16, nhead=2, dim_feedforward=32, num_layers=1, num_blocks=1, chunk_size=10)
 
 
-def build_from_config(config_name: str, **separator_overrides) -> torch.nn.Module:
-    """The model ESPnet's trainer would build from our YAML (defaults from a fresh parser)."""
+def config_args(config_name: str, **separator_overrides) -> dict:
+    """What ESPnet's trainer would parse from our YAML (defaults from a fresh parser)."""
     args = vars(EnhancementTask.get_parser().parse_args([]))
     args.update(yaml.safe_load((CONF_DIR / config_name).read_text()))
     args["separator_conf"] = {**args["separator_conf"], **separator_overrides}
-    return EnhancementTask.build_model(argparse.Namespace(**args))
+    return args
+
+
+def build_from_config(config_name: str, **separator_overrides) -> torch.nn.Module:
+    return EnhancementTask.build_model(argparse.Namespace(**config_args(config_name, **separator_overrides)))
 
 
 def test_sepformer_is_registered_in_espnet():
@@ -72,3 +81,15 @@ def test_silent_input_gives_silent_output():
 def test_odd_chunk_size_is_refused():
     with pytest.raises(ValueError, match="chunk_size"):
         SepFormerSeparator(8, chunk_size=25)
+
+
+def test_saved_config_and_weights_load_back_into_the_same_separator(tmp_path):
+    args = config_args("train_sep_sepformer_mini.yaml", **TINY_SEPARATOR)
+    model = EnhancementTask.build_model(argparse.Namespace(**args)).eval()
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(args))
+    torch.save(model.state_dict(), tmp_path / "model.pth")
+
+    loaded, _ = load_enh_model(tmp_path / "config.yaml", tmp_path / "model.pth")
+    mixture = torch.randn(1, 4000)
+    expected = enh_model_separate_fn(model)(mixture)
+    assert all(torch.equal(a, b) for a, b in zip(enh_model_separate_fn(loaded)(mixture), expected))

@@ -81,7 +81,8 @@ def test_run_sh_names_failed_jobs(tmp_path):
 
 def test_slurm_dry_run_prints_the_sbatch_array_script(tmp_path):
     (tmp_path / "conf").mkdir()
-    (tmp_path / "conf" / "slurm.conf").write_text("# cluster defaults\npartition cpu\ntime 1:00:00\n")
+    (tmp_path / "conf" / "slurm.conf").write_text(
+        "# cluster defaults\npartition cpu  # overridden below\ntime 1:00:00\n")
     result = run_script("slurm.sh", "--dry-run", "--partition", "gpu", "--gpu", "1",
                         "--mem=8G", "--num_threads", "4", "--max-jobs-run", "2",
                         "JOB=1:4", "log/x.JOB.log", "python", "-m", "m", "--keys", "k.JOB.scp",

@@ -1,6 +1,7 @@
 # Job backends, Kaldi style: every stage runs `${cmd} JOB=1:N log.JOB.log command ...`.
 # cmd_backend=local runs jobs on this machine; slurm submits them with sbatch (see
-# conf/slurm.conf for partition, GPU and memory options). Export cmd_backend to switch.
+# conf/slurm.conf, read when present: `key value` lines for partition, gpu, mem, time,
+# num_threads, account, qos, max_jobs_run). Export cmd_backend to switch.
 cmd_backend=${cmd_backend:-local}
 
 case "${cmd_backend}" in
@@ -10,9 +11,9 @@ case "${cmd_backend}" in
         decode_cmd="utils/run.sh"
         ;;
     slurm)
-        train_cmd="utils/slurm.sh --config conf/slurm.conf"
-        cuda_cmd="utils/slurm.sh --config conf/slurm.conf"
-        decode_cmd="utils/slurm.sh --config conf/slurm.conf"
+        train_cmd="utils/slurm.sh"
+        cuda_cmd="utils/slurm.sh"
+        decode_cmd="utils/slurm.sh"
         ;;
     *)
         echo "cmd.sh: unknown cmd_backend '${cmd_backend}' (local or slurm)" >&2

@@ -1,0 +1,67 @@
+import kaldiio
+import numpy as np
+import pytest
+
+from sepalm_espnet.data.kaldi_dir import read_kv
+from sepalm_espnet.synthesizer.token_io import TokenIOError, TokenReader, merge_token_scps, token_writer, write_tokens
+
+
+def random_tokens(num_codebooks, num_frames, codebook_size=1024, seed=0):
+    return np.random.default_rng(seed).integers(0, codebook_size, (num_codebooks, num_frames))
+
+
+def test_round_trip_preserves_values(tmp_path):
+    tokens = {"utt2": random_tokens(12, 7), "utt1": random_tokens(12, 1, seed=1), "utt3": np.array([[0, 32767]])}
+    write_tokens(tmp_path / "t.ark", tmp_path / "t.scp", tokens, codebook_size=32768)
+    scp = read_kv(tmp_path / "t.scp")
+    assert list(scp) == ["utt1", "utt2", "utt3"] and scp["utt1"].startswith(str((tmp_path / "t.ark").resolve()))
+    reader = TokenReader(tmp_path / "t.scp")
+    assert len(reader) == 3
+    for key, value in tokens.items():
+        assert reader[key].dtype == np.int64 and np.array_equal(reader[key], value)
+    # ESPnet's kaldi_ark loader sees time-first int16, so its collate pads and measures frames.
+    raw = kaldiio.load_scp(str(tmp_path / "t.scp"))["utt2"]
+    assert raw.dtype == np.int16 and raw.shape == (7, 12)
+
+
+def test_values_must_fit_int16_and_the_codebook(tmp_path):
+    with pytest.raises(TokenIOError, match="int16"):
+        write_tokens(tmp_path / "t.ark", tmp_path / "t.scp", {"a": random_tokens(2, 3)}, codebook_size=32769)
+    with pytest.raises(TokenIOError, match=r"\[0, 1024\)"):
+        write_tokens(tmp_path / "t.ark", tmp_path / "t.scp", {"a": np.array([[1024]])}, codebook_size=1024)
+    with pytest.raises(TokenIOError, match=r"\[0, 1024\)"):
+        write_tokens(tmp_path / "t.ark", tmp_path / "t.scp", {"a": np.array([[-1]])}, codebook_size=1024)
+    with pytest.raises(TokenIOError, match="integer"):
+        write_tokens(tmp_path / "t.ark", tmp_path / "t.scp", {"a": np.zeros((2, 3))}, codebook_size=1024)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_keeps_the_previous_output(tmp_path):
+    write_tokens(tmp_path / "t.ark", tmp_path / "t.scp", {"old": random_tokens(2, 3)}, codebook_size=1024)
+    with pytest.raises(RuntimeError, match="killed"):
+        with token_writer(tmp_path / "t.ark", tmp_path / "t.scp", codebook_size=1024) as write:
+            write("new", random_tokens(2, 5))
+            raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.ark", "t.scp"]
+    assert np.array_equal(TokenReader(tmp_path / "t.scp")["old"], random_tokens(2, 3))
+
+
+def test_merge_job_scps(tmp_path):
+    for job, keys in ((1, ["b", "d"]), (2, ["a", "c"])):
+        write_tokens(tmp_path / f"t.{job}.ark", tmp_path / f"t.{job}.scp",
+                     {key: random_tokens(2, 4, seed=ord(key)) for key in keys}, codebook_size=1024)
+    jobs = [tmp_path / "t.1.scp", tmp_path / "t.2.scp"]
+    merge_token_scps(jobs, tmp_path / "t.scp", expected_keys="abcd")
+    reader = TokenReader(tmp_path / "t.scp")
+    assert list(reader) == ["a", "b", "c", "d"]
+    assert np.array_equal(reader["c"], random_tokens(2, 4, seed=ord("c")))
+    with pytest.raises(TokenIOError, match="earlier JOB"):
+        merge_token_scps([jobs[0], jobs[0]], tmp_path / "x.scp")
+    with pytest.raises(TokenIOError, match="miss 1 keys"):
+        merge_token_scps(jobs, tmp_path / "x.scp", expected_keys="abcde")
+
+
+def test_reader_refuses_non_token_entries(tmp_path):
+    kaldiio.save_ark(str(tmp_path / "f.ark"), {"a": np.zeros((3, 2), np.float32)}, scp=str(tmp_path / "f.scp"))
+    with pytest.raises(TokenIOError, match="int16"):
+        TokenReader(tmp_path / "f.scp")["a"]
