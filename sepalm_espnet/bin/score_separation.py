@@ -7,14 +7,24 @@ Merge the JOB splits:
     python -m sepalm_espnet.bin.score_separation --out_dir exp/sep/score/test \\
         --merge_dirs exp/sep/score/test/split.1 exp/sep/score/test/split.2
 Outputs metrics.tsv, permutation and summary.json (see sepalm_espnet.metrics.separation).
+With --permutation_only, only the `permutation` file (PIT by SI-SNR): cheap enough for training sets.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Optional, Sequence
 
-from sepalm_espnet.metrics.separation import merge_score_dirs, read_keys, score_dirs, write_scores
+from sepalm_espnet.metrics.separation import (
+    PERMUTATION_FILE,
+    merge_score_dirs,
+    permutations_of_dirs,
+    read_keys,
+    score_dirs,
+    write_permutation,
+    write_scores,
+)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -26,6 +36,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--est_dir", help="dir with the separated spk<n>.scp")
     parser.add_argument("--key_file", help="score only the keys in this file's first column")
     parser.add_argument("--merge_dirs", nargs="+", help="merge these score dirs instead of scoring")
+    parser.add_argument("--permutation_only", action="store_true", help="write only `permutation`")
     return parser
 
 
@@ -39,7 +50,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         merge_score_dirs(args.merge_dirs, args.out_dir)
     elif args.ref_dir and args.est_dir:
         keys = read_keys(args.key_file) if args.key_file else None
-        write_scores(args.out_dir, score_dirs(args.ref_dir, args.est_dir, keys))
+        if args.permutation_only:
+            permutations = permutations_of_dirs(args.ref_dir, args.est_dir, keys)
+            write_permutation(Path(args.out_dir) / PERMUTATION_FILE, permutations)
+        else:
+            write_scores(args.out_dir, score_dirs(args.ref_dir, args.est_dir, keys))
     else:
         parser.error("give --ref_dir and --est_dir, or --merge_dirs")
 

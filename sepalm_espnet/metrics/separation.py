@@ -23,7 +23,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import fast_bss_eval
 import numpy as np
@@ -202,13 +202,13 @@ def _read_mono(path: str) -> Tuple[np.ndarray, int]:
     return signal, fs
 
 
-def score_dirs(
+def iter_utterances(
     ref_dir: PathLike, est_dir: PathLike, keys: Optional[Sequence[str]] = None
-) -> List[UtteranceScores]:
-    """Score the estimate directory's spk<n>.scp against the reference directory.
+) -> Iterator[Tuple[str, np.ndarray, List[np.ndarray], List[np.ndarray], int]]:
+    """(key, mixture, references, estimates, fs) of each utterance, after checking the dirs.
 
-    Without `keys` every reference utterance is scored and the key sets must match exactly;
-    with `keys` (one JOB's split) only those are scored.
+    Without `keys` every reference utterance is read and the key sets must match exactly;
+    with `keys` (one JOB's split) only those are read.
     """
     ref_dir, est_dir = Path(ref_dir), Path(est_dir)
     n_spk = speaker_count(ref_dir)
@@ -227,7 +227,6 @@ def score_dirs(
     for scp, path in zip(scps, paths):
         _check_keys(keys, scp, path, exact)
 
-    scores = []
     for key in keys:
         mixture, fs = _read_mono(wav_scp[key])
         sources = []
@@ -239,8 +238,30 @@ def score_dirs(
                     f"{wav_scp[key]} ({fs})"
                 )
             sources.append(signal)
-        scores.append(score_utterance(key, mixture, sources[:n_spk], sources[n_spk:], fs))
-    return scores
+        yield key, mixture, sources[:n_spk], sources[n_spk:], fs
+
+
+def score_dirs(
+    ref_dir: PathLike, est_dir: PathLike, keys: Optional[Sequence[str]] = None
+) -> List[UtteranceScores]:
+    """Score the estimate directory's spk<n>.scp against the reference directory."""
+    return [score_utterance(*utterance) for utterance in iter_utterances(ref_dir, est_dir, keys)]
+
+
+def permutations_of_dirs(
+    ref_dir: PathLike, est_dir: PathLike, keys: Optional[Sequence[str]] = None
+) -> Dict[str, Tuple[int, ...]]:
+    """PIT match only (SI-SNR), for sets that later stages train on but nobody scores."""
+    permutations = {}
+    for key, mixture, references, estimates, fs in iter_utterances(ref_dir, est_dir, keys):
+        trimmed = _trim_to_common_length(key, [mixture, *references, *estimates], fs)
+        n_spk = len(references)
+        permutations[key] = best_permutation(trimmed[1 : 1 + n_spk], trimmed[1 + n_spk :])
+    return permutations
+
+
+def write_permutation(path: PathLike, permutations: Mapping[str, Sequence[int]]) -> None:
+    write_kv(path, {key: _permutation_text(perm, " ") for key, perm in permutations.items()})
 
 
 def summarize(scores: Sequence[UtteranceScores]) -> Dict[str, Optional[float]]:
@@ -269,9 +290,7 @@ def write_scores(out_dir: PathLike, scores: Iterable[UtteranceScores]) -> None:
             for s in scores:
                 values = [f"{s.metrics[name]:.4f}" for name in METRIC_NAMES]
                 f.write("\t".join([s.key, _permutation_text(s.permutation, ","), *values]) + "\n")
-    write_kv(
-        out_dir / PERMUTATION_FILE, {s.key: _permutation_text(s.permutation, " ") for s in scores}
-    )
+    write_permutation(out_dir / PERMUTATION_FILE, {s.key: s.permutation for s in scores})
     # Summarise the rounded values as written, so a merged summary equals an unsplit one exactly.
     summary = summarize(read_scores(out_dir))
     with atomic_path(out_dir / SUMMARY_FILE) as tmp:

@@ -190,7 +190,7 @@ class LongAudioSeparator:
     def separate_array(self, mixture: np.ndarray, fs: int, resample: bool = False) -> np.ndarray:
         """(T,) or (T, channels) at `fs` -> (num_spk, T') at the separator's rate."""
         mixture = np.asarray(mixture)
-        if mixture.ndim == 2 and mixture.shape[1] > mixture.shape[0]:
+        if mixture.ndim not in (1, 2) or (mixture.ndim == 2 and mixture.shape[1] > mixture.shape[0]):
             raise AudioError(f"expected (samples, channels), got shape {mixture.shape}")
         if mixture.shape[0] == 0:
             raise AudioError("audio is empty (0 samples)")

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 from espnet2.enh.encoder.conv_encoder import ConvEncoder
 from espnet2.enh.espnet_model import ESPnetEnhancementModel
 from espnet2.tasks.enh import EnhancementTask, separator_choices
 
+from sepalm_espnet.separator.long_audio import SeparateFn
 from sepalm_espnet.separator.sepformer import SepFormerSeparator
 
 SEPARATORS = {"sepformer": SepFormerSeparator}
 separator_choices.classes.update(SEPARATORS)
-
-SeparateFn = Callable[[torch.Tensor], List[torch.Tensor]]
 
 
 def load_enh_model(

@@ -24,8 +24,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 FOOTER_PATTERN = re.compile(r"^# Ended \(code (-?\d+)\)", re.MULTILINE)
 SLURM_CONFIG_KEYS = ("partition", "gpu", "mem", "time", "num_threads", "account", "qos",
-                     "max_jobs_run")
-SLURM_INTEGER_KEYS = ("gpu", "num_threads", "max_jobs_run")
+                     "max_jobs_run", "num_nodes")
+SLURM_INTEGER_KEYS = ("gpu", "num_threads", "max_jobs_run", "num_nodes")
 DEFAULT_SLURM_CONFIG = "conf/slurm.conf"
 
 
@@ -203,6 +203,9 @@ def slurm_batch_script(jobs: JobArray, options: Mapping[str, str]) -> str:
             directives.append(f"--{flag}={options[key]}")
     if int(options.get("gpu") or 0) > 0:
         directives.append(f"--gres=gpu:{options['gpu']}")
+    if int(options.get("num_nodes") or 1) > 1:
+        # One task per node; the job's own `srun` starts it there (ESPnet --dist_launcher slurm).
+        directives += [f"--nodes={options['num_nodes']}", "--ntasks-per-node=1"]
     runner = [sys.executable, "-m", "sepalm_espnet.bin.run_jobs", "local"]
     if options.get("num_threads"):
         runner += ["--num_threads", str(options["num_threads"])]
@@ -257,6 +260,8 @@ def build_parser(backend: str) -> argparse.ArgumentParser:
                         help="threads per job: OMP_NUM_THREADS (and Slurm --cpus-per-task)")
     parser.add_argument("--gpu", type=int, help="GPUs per job (Slurm --gres; ignored locally)")
     parser.add_argument("--mem", help="memory per job, e.g. 8G (Slurm --mem; ignored locally)")
+    parser.add_argument(*_option_names("num_nodes"), type=int,
+                        help="nodes per job (Slurm --nodes, one task each; local: only 1)")
     if backend == "slurm":
         parser.add_argument("--partition")
         parser.add_argument("--time", help="time limit, e.g. 2-00:00:00")
@@ -300,6 +305,8 @@ def main(argv: Sequence[str]) -> int:
     if backend == "local":
         # Turn `kill` into an exception, so run_local stops the jobs it started on the way out.
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        if (args.num_nodes or 1) > 1:
+            parser.error(f"--num_nodes {args.num_nodes}: a local run has one node (use slurm)")
         max_jobs_run = args.max_jobs_run or os.cpu_count() or 1
         codes = run_local(jobs, max_jobs_run, args.num_threads)
         return report_failures(jobs, codes, parser.prog)

@@ -214,3 +214,19 @@ def test_merge_rejects_an_utterance_scored_twice(tmp_path):
     write_scores(tmp_path / "split.2", scores)
     with pytest.raises(DataDirError, match="'utt1' scored in both .*split.1 and .*split.2"):
         merge_score_dirs([tmp_path / "split.1", tmp_path / "split.2"], tmp_path / "merged")
+
+
+
+def test_permutation_only_cli_matches_full_scoring(speakers, noise, tmp_path):
+    mixture = sum(speakers) + noise
+    swapped = [speakers[2], speakers[0], speakers[1]]
+    ref_dir, est_dir = make_dirs(
+        tmp_path, {"utt_b": (mixture, speakers, swapped), "utt_a": (mixture, speakers, speakers)}
+    )
+    full = {s.key: s.permutation for s in score_dirs(ref_dir, est_dir)}
+    main(["--ref_dir", str(ref_dir), "--est_dir", str(est_dir),
+                "--out_dir", str(tmp_path / "pit"), "--permutation_only"])
+    assert read_permutation(tmp_path / "pit" / "permutation") == full == {
+        "utt_a": (0, 1, 2), "utt_b": (1, 2, 0)
+    }
+    assert not (tmp_path / "pit" / "metrics.tsv").exists()

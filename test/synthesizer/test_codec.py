@@ -1,7 +1,6 @@
 import logging
 import math
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch

@@ -35,7 +35,7 @@ def test_token_list_follows_espnet_layout(tmp_path):
     assert tokens.tokens == ["<blank>", "<unk>", "k", "t", "æ", "d", "g", "|", "ɑ", "<sos/eos>"]
     tokens.save(tmp_path / "tokens.txt")
     loaded = TokenList.from_file(tmp_path / "tokens.txt")
-    assert loaded.tokens == tokens.tokens
+    assert loaded.tokens == tokens.tokens and len(loaded) == 10
     assert loaded.encode("k æ ʒ | t") == [2, 4, 1, 7, 3]  # ʒ is unknown -> <unk> = 1
     from espnet2.text.token_id_converter import TokenIDConverter
 

@@ -19,9 +19,17 @@ def test_round_trip_preserves_values(tmp_path):
     assert len(reader) == 3
     for key, value in tokens.items():
         assert reader[key].dtype == np.int64 and np.array_equal(reader[key], value)
-    # ESPnet's kaldi_ark loader sees time-first int16, so its collate pads and measures frames.
     raw = kaldiio.load_scp(str(tmp_path / "t.scp"))["utt2"]
     assert raw.dtype == np.int16 and raw.shape == (7, 12)
+
+
+def test_espnet_reads_time_first_long_tokens(tmp_path):
+    """ESPnet's collate pads axis 0 and reports its size as the length: frames, not codebooks."""
+    from espnet2.train.dataset import ESPnetDataset
+
+    write_tokens(tmp_path / "t.ark", tmp_path / "t.scp", {"utt": random_tokens(12, 7)}, codebook_size=1024)
+    _, data = ESPnetDataset([(str(tmp_path / "t.scp"), "codec", "kaldi_ark")])["utt"]
+    assert data["codec"].dtype == np.int64 and np.array_equal(data["codec"], random_tokens(12, 7).T)
 
 
 def test_values_must_fit_int16_and_the_codebook(tmp_path):

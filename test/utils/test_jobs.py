@@ -99,6 +99,15 @@ def test_slurm_dry_run_prints_the_sbatch_array_script(tmp_path):
     assert not (tmp_path / "log").exists()
 
 
+
+def test_multi_node_job_gets_one_task_per_node_on_slurm_and_is_refused_locally(tmp_path):
+    result = run_script("slurm.sh", "--dry-run", "--gpu", "4", "--num_nodes", "2", "log/train.log",
+                        "srun", "python", "-m", "trainer", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "#SBATCH --nodes=2\n#SBATCH --ntasks-per-node=1\n" in result.stdout
+    local = run_script("run.sh", "--num_nodes", "2", "log/train.log", "true", cwd=tmp_path)
+    assert local.returncode != 0 and "a local run has one node" in local.stderr
+
 def test_slurm_waits_and_reports_failures_through_a_fake_sbatch(tmp_path):
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()

@@ -1,0 +1,221 @@
+"""The ASR teacher of the corrector's knowledge distillation (paper §3.3): Whisper, greedy.
+
+No human transcript exists for the two chain-of-thought steps, so Whisper's greedy transcripts
+stand in: of the separated speech ŝ (preliminary target t̂*, `text_pt_spk{n}`) and of the clean
+reference s (corrected target t̃*, `text_ct_spk{n}`). Scoring (stage 14) can use the same
+teacher as its WER transcriber: the paper uses Whisper-tiny for both.
+
+Backends (`build_asr_teacher`):
+
+- `whisper` (openai-whisper): a model name (downloaded on first use) or a local .pt checkpoint.
+  Utterances of a batch are decoded together in one `whisper.decode` call; inputs longer than
+  30 s are cut into equal windows of at most 30 s whose transcripts are joined.
+- `faster_whisper`: a CTranslate2 model directory (or a name that faster-whisper resolves on
+  the Hugging Face hub; HF_HUB_OFFLINE is respected). Utterances are decoded one at a time:
+  Whisper pads every input to a 30 s window, so batching saves no encoder work on CPU.
+  Measured (Whisper base int8, 8 flite utterances of 2-3 s, shared 2-core machine, best and
+  median of 3): batching them through BatchedInferencePipeline (clip_timestamps over the
+  concatenation; same text) took 13.6 s / 20.9 s in batches of 4 / 8 against 9.4 s one at a
+  time with 2 threads, and 16.6-17.1 s (median 25-26 s) against 21.6 s (median 23.5 s) with
+  1 thread: no consistent gain. GPUs were not measured. Long inputs are windowed by
+  faster-whisper itself.
+
+Both decode greedily (temperature 0, no fallback, no beam), in English, without timestamps
+and without conditioning on previous text, and transcribe every utterance (faster-whisper's
+no-speech skipping is off, as openai-whisper's `decode` has none). Threads follow
+OMP_NUM_THREADS.
+
+Transcripts are written normalised (`text_norm.normalize_text`). A clean-reference transcript
+is stored under the speaker order of the separated estimates, see `transcribe_references`.
+"""
+from __future__ import annotations
+
+import abc
+import logging
+from typing import Dict, List, Optional, Sequence
+
+import librosa
+import numpy as np
+import torch
+import whisper
+from faster_whisper import WhisperModel
+from whisper.audio import N_SAMPLES
+
+from sepalm_espnet.corrector.text_norm import normalize_text
+from sepalm_espnet.data.format import load_scp_audio, to_mono
+from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, read_kv, write_kv
+from sepalm_espnet.metrics.separation import read_permutation
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+LANGUAGE = "en"
+
+
+class AsrTeacher(abc.ABC):
+    """Greedy English transcription of 16 kHz mono float32 speech of any length."""
+
+    @abc.abstractmethod
+    def transcribe(self, audios: Sequence[np.ndarray]) -> List[str]:
+        """One raw (unnormalised) transcript per input, in input order."""
+
+
+class OpenAIWhisperTeacher(AsrTeacher):
+    def __init__(self, model: str, device: str = "cpu"):
+        self.model = whisper.load_model(model, device=device).eval()
+        self.options = whisper.DecodingOptions(
+            task="transcribe",
+            language=LANGUAGE,
+            temperature=0.0,
+            without_timestamps=True,
+            fp16=device != "cpu",
+        )
+
+    def transcribe(self, audios: Sequence[np.ndarray]) -> List[str]:
+        windows, owners = [], []
+        for index, audio in enumerate(audios):
+            n_windows = max(1, -(-len(audio) // N_SAMPLES))
+            for window in np.array_split(audio, n_windows):
+                windows.append(window)
+                owners.append(index)
+        mels = torch.stack([
+            whisper.log_mel_spectrogram(
+                whisper.pad_or_trim(window), n_mels=self.model.dims.n_mels, device=self.model.device
+            )
+            for window in windows
+        ])
+        with torch.inference_mode():
+            results = whisper.decode(self.model, mels, self.options)
+        pieces: List[List[str]] = [[] for _ in audios]
+        for owner, result in zip(owners, results):
+            pieces[owner].append(result.text.strip())
+        return [" ".join(piece for piece in utterance if piece) for utterance in pieces]
+
+
+class FasterWhisperTeacher(AsrTeacher):
+    def __init__(self, model: str, device: str = "cpu", compute_type: Optional[str] = None):
+        """compute_type defaults to int8 on CPU (fastest there) and float16 on GPU."""
+        if compute_type is None:
+            compute_type = "int8" if device == "cpu" else "float16"
+        self.model = WhisperModel(model, device=device, compute_type=compute_type)
+
+    def transcribe(self, audios: Sequence[np.ndarray]) -> List[str]:
+        return [self._transcribe_one(audio) for audio in audios]
+
+    def _transcribe_one(self, audio: np.ndarray) -> str:
+        segments, _ = self.model.transcribe(
+            audio,
+            language=LANGUAGE,
+            task="transcribe",
+            beam_size=1,
+            best_of=1,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            without_timestamps=True,
+            vad_filter=False,
+            no_speech_threshold=None,
+        )
+        return "".join(segment.text for segment in segments).strip()
+
+
+ASR_TEACHERS = {"whisper": OpenAIWhisperTeacher, "faster_whisper": FasterWhisperTeacher}
+
+
+def build_asr_teacher(backend: str, model: str, device: str = "cpu", **backend_options) -> AsrTeacher:
+    """`backend` is a key of ASR_TEACHERS; `backend_options` go to its constructor."""
+    if backend not in ASR_TEACHERS:
+        raise ValueError(f"unknown ASR teacher backend '{backend}'; choose from {sorted(ASR_TEACHERS)}")
+    return ASR_TEACHERS[backend](model, device=device, **backend_options)
+
+
+def load_teacher_input(value: str, where: str) -> np.ndarray:
+    """A wav.scp value as 16 kHz mono float32; level untouched (separator outputs may exceed 1)."""
+    data, fs = load_scp_audio(value, where)
+    data = to_mono(data, where)
+    if fs != SAMPLE_RATE:
+        logger.info("%s: resampling %d Hz to %d Hz", where, fs, SAMPLE_RATE)
+        data = librosa.resample(data, orig_sr=fs, target_sr=SAMPLE_RATE, res_type="soxr_hq")
+    return data.astype(np.float32)
+
+
+def select_entries(scp: PathLike, keys: Optional[Sequence[str]]) -> Dict[str, str]:
+    """The scp entries of `keys` (all if None), sorted by key."""
+    entries = read_kv(scp)
+    if keys is None:
+        return dict(sorted(entries.items()))
+    missing = [key for key in keys if key not in entries]
+    if missing:
+        raise DataDirError(f"{scp}: {len(missing)} requested keys are missing, e.g. '{missing[0]}'")
+    return {key: entries[key] for key in sorted(keys)}
+
+
+def transcribe_entries(teacher: AsrTeacher, entries: Dict[str, str], where: PathLike,
+                       batch_size: int = 8) -> Dict[str, str]:
+    """Normalised transcripts of `key -> audio` entries, `batch_size` utterances per call."""
+    keys = list(entries)
+    texts: Dict[str, str] = {}
+    for start in range(0, len(keys), batch_size):
+        batch = keys[start:start + batch_size]
+        audios = [load_teacher_input(entries[key], f"{where} (key {key})") for key in batch]
+        transcripts = teacher.transcribe(audios)
+        texts.update(zip(batch, (normalize_text(t) for t in transcripts), strict=True))
+        logger.info("%s: transcribed %d/%d utterances", where, len(texts), len(keys))
+    return texts
+
+
+def read_key_file(key_file: Optional[PathLike]) -> Optional[List[str]]:
+    """The first column of a JOB's key file; None (all keys) without one."""
+    return None if key_file is None else list(read_kv(key_file, allow_empty_value=True))
+
+
+def transcribe_scp(teacher: AsrTeacher, wav_scp: PathLike, out_text: PathLike,
+                   key_file: Optional[PathLike] = None, batch_size: int = 8) -> Dict[str, str]:
+    """Write a sorted Kaldi text `key transcript` (possibly empty) of wav_scp's audio.
+
+    Only the keys listed in `key_file` (first column) are transcribed when it is given: one
+    JOB of a split run. The file appears only when complete.
+    """
+    entries = select_entries(wav_scp, read_key_file(key_file))
+    texts = transcribe_entries(teacher, entries, wav_scp, batch_size)
+    write_kv(out_text, texts)
+    return texts
+
+
+def transcribe_references(teacher: AsrTeacher, ref_scps: Sequence[PathLike],
+                          out_texts: Sequence[PathLike], permutation: PathLike,
+                          key_file: Optional[PathLike] = None,
+                          batch_size: int = 8) -> List[Dict[str, str]]:
+    """Transcribe clean references into texts ordered like the separated estimates.
+
+    `ref_scps[k]` is reference speaker k+1 (`data/<set>/spk{k+1}.scp`). `permutation` is the
+    scoring module's file: a line `key p1 p2 ...` says that estimate p_k (1-based, the
+    separator's `spk{p_k}.scp`) was matched to reference speaker k. The output follows the
+    estimates: `out_texts[n-1][key]` is the transcript of the reference matched to estimate n,
+    so that `text_ct_spk{n}` and `text_pt_spk{n}` describe the same talker. Keys come from
+    `key_file` if given, else from the first reference scp.
+    """
+    if len(ref_scps) != len(out_texts):
+        raise ValueError(f"{len(ref_scps)} reference scps but {len(out_texts)} output texts")
+    keys = read_key_file(key_file)
+    if keys is None:
+        keys = list(read_kv(ref_scps[0]))
+    permutations = read_permutation(permutation)
+    speakers = list(range(len(ref_scps)))
+    for key in keys:
+        if key not in permutations:
+            raise DataDirError(f"{permutation}: no line for key '{key}'")
+        if sorted(permutations[key]) != speakers:
+            raise DataDirError(
+                f"{permutation}: key '{key}': expected a permutation of 1..{len(speakers)}, got "
+                f"{' '.join(str(i + 1) for i in permutations[key])}"
+            )
+    reference_texts = [
+        transcribe_entries(teacher, select_entries(scp, keys), scp, batch_size) for scp in ref_scps
+    ]
+    estimate_texts: List[Dict[str, str]] = [{} for _ in speakers]
+    for key in keys:
+        for reference, estimate in enumerate(permutations[key]):
+            estimate_texts[estimate][key] = reference_texts[reference][key]
+    for out_text, texts in zip(out_texts, estimate_texts):
+        write_kv(out_text, texts)
+    return estimate_texts

@@ -1,0 +1,388 @@
+"""Model-zoo archives: a trained system in one zip that loads without the recipe that made it.
+
+Layout (every member but meta.yaml is listed in meta.yaml with its SHA-256):
+
+    meta.yaml                    format version, creation time, library versions, components
+    README.md                    model card: components, usage, results
+    RESULTS.md                   scores, when packed with them
+    <component>/config.yaml      training config, with paths rewritten to stay inside the archive
+    <component>/model.safetensors
+    <component>/<config key>.<ext>   files the config refers to (e.g. feature stats), carried in
+
+Weights are stored as safetensors and read back without unpickling; a `.pth` is only ever
+read with `torch.load(weights_only=True)`. Unpacking refuses members that could escape the
+destination (absolute paths, `..`, symlinks) or that meta.yaml does not list, and checks every
+checksum before anything is used.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib.metadata
+import os
+import pickle
+import platform
+import shutil
+import stat
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+
+import safetensors.torch
+import torch
+import yaml
+
+import sepalm_espnet
+from sepalm_espnet.data.kaldi_dir import PathLike, atomic_path
+
+FORMAT_VERSION = 1
+META_NAME = "meta.yaml"
+SEPARATOR_COMPONENT = "separator"
+CONFIG_ROLE = "config"
+MODEL_ROLE = "model"
+
+# Keys of an ESPnet training config whose paths only the training run reads or writes (data
+# lists, shape files, output and init locations). Inference never needs them, so they are
+# emptied rather than carried.
+TRAINING_ONLY_PATH_KEYS = (
+    "config",
+    "output_dir",
+    "train_data_path_and_name_and_type",
+    "valid_data_path_and_name_and_type",
+    "train_shape_file",
+    "valid_shape_file",
+    "init_param",
+    "pretrain_path",
+    "deepspeed_config",
+    "rir_scp",
+    "noise_scp",
+    "utt2spk",
+)
+
+SEPARATOR_USAGE = """\
+from sepalm_espnet.inference import SeparatorModel
+
+model = SeparatorModel.from_pretrained("{archive}")
+estimates = model.separate("mixture.wav")  # one float32 array per speaker, at the input's rate
+"""
+
+
+class ArchiveError(ValueError):
+    """An archive (or the files to pack into one) is malformed, unsafe or tampered with."""
+
+
+class UnsafeWeightsError(ValueError):
+    """A weights file holds something other than tensors; loading it could run arbitrary code."""
+
+
+def sha256_file(path: PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
+    """Weights from .safetensors, or from a .pth without unpickling arbitrary objects."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return safetensors.torch.load_file(str(path))
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeWeightsError(
+            f"{path}: refusing to unpickle objects other than tensors (weights_only=True): {exc}"
+        ) from exc
+    if not isinstance(state_dict, dict):
+        raise UnsafeWeightsError(f"{path}: expected a state dict, got {type(state_dict).__name__}")
+    not_tensors = [name for name, value in state_dict.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise UnsafeWeightsError(f"{path}: entries that are not tensors: {not_tensors[:5]}")
+    return state_dict
+
+
+def library_versions() -> Dict[str, str]:
+    return {
+        "sepalm_espnet": sepalm_espnet.__version__,
+        "espnet": importlib.metadata.version("espnet"),
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+    }
+
+
+def _leaves(node: Any, key_path: Tuple[str, ...] = ()) -> Iterator[Tuple[Tuple[str, ...], Any]]:
+    """(key path, value) for every scalar in nested dicts and lists."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, key_path + (str(key),))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _leaves(value, key_path + (str(index),))
+    else:
+        yield key_path, node
+
+
+def _replace_leaves(node: Any, replacements: Mapping[str, str]) -> Any:
+    """A copy of `node` with every string leaf found in `replacements` swapped for its value."""
+    if isinstance(node, dict):
+        return {key: _replace_leaves(value, replacements) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_replace_leaves(value, replacements) for value in node]
+    if isinstance(node, str):
+        return replacements.get(node, node)
+    return node
+
+
+def portable_config(
+    config: Dict[str, Any], component: str
+) -> Tuple[Dict[str, Any], Dict[str, Tuple[str, Path]]]:
+    """Rewrite a training config so no path in it points outside the archive.
+
+    Training-only paths are emptied. Any other string naming an existing file (ESPnet writes
+    paths relative to the recipe directory, i.e. the working directory) is carried into the
+    archive as `<component>/<dotted key><suffix>` and the config is rewritten to that member
+    name. Returns (config, {dotted key: (member name, source file)}).
+    """
+    config = {
+        key: ([] if isinstance(value, list) else None) if key in TRAINING_ONLY_PATH_KEYS else value
+        for key, value in config.items()
+    }
+    replacements: Dict[str, str] = {}
+    carried: Dict[str, Tuple[str, Path]] = {}
+    for key_path, value in _leaves(config):
+        if not isinstance(value, str) or "/" not in value or value in replacements:
+            continue
+        dotted = ".".join(key_path)
+        source = Path(value)
+        if source.is_dir():
+            raise ArchiveError(f"config key {dotted}: {value} is a directory; only files can be carried")
+        if source.is_file():
+            member = f"{component}/{dotted}{source.suffix}"
+            replacements[value] = member
+            carried[dotted] = (member, source)
+        elif source.is_absolute():
+            raise ArchiveError(
+                f"config key {dotted}: {value} points outside the archive and does not exist"
+            )
+    return _replace_leaves(config, replacements), carried
+
+
+def model_card(meta: Mapping[str, Any], usage: str, results_md: Optional[str]) -> str:
+    lines = [f"# {meta['name']}", "", "Packed with sepalm_espnet. Components:", ""]
+    lines += ["| component | role | file |", "|---|---|---|"]
+    for component, roles in meta["components"].items():
+        lines += [f"| {component} | {role} | `{member}` |" for role, member in roles.items()]
+    lines += ["", "## Usage", "", "```python", usage.rstrip(), "```", ""]
+    if results_md:
+        lines += ["## Results", "", results_md.strip(), ""]
+    versions = ", ".join(f"{name} {version}" for name, version in meta["versions"].items())
+    lines += ["## Provenance", "", f"Created {meta['created']} with {versions}.", ""]
+    return "\n".join(lines)
+
+
+def pack(
+    out_path: PathLike,
+    components: Mapping[str, Mapping[str, PathLike]],
+    results_md: Optional[PathLike] = None,
+    extra: Optional[Mapping[str, Any]] = None,
+    config_overrides: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    usage: str = SEPARATOR_USAGE,
+) -> Path:
+    """Write an archive atomically; return its path.
+
+    components: {name: {role: path}}. Role `config` (a YAML training config) is made portable,
+    role `model` (.pth or .safetensors) is stored as safetensors, any other role is copied as
+    `<name>/<role><suffix>`. config_overrides: {name: {key: value}} set in that config (e.g. the
+    sample rate a run forgot to record). extra: free-form YAML-safe metadata for meta.yaml.
+    `usage` is the model card's code snippet; "{archive}" in it becomes the archive's file name.
+    """
+    out_path = Path(out_path)
+    if not components:
+        raise ArchiveError("nothing to pack: no components given")
+    members: Dict[str, bytes] = {}
+    roles_by_component: Dict[str, Dict[str, str]] = {}
+    for component, roles in components.items():
+        if "/" in component or component in ("", ".", ".."):
+            raise ArchiveError(f"invalid component name {component!r}")
+        if CONFIG_ROLE not in roles or MODEL_ROLE not in roles:
+            raise ArchiveError(f"component {component}: needs a '{CONFIG_ROLE}' and a '{MODEL_ROLE}' file")
+        member_roles: Dict[str, str] = {}
+        for role, source in roles.items():
+            source = Path(source)
+            if not source.is_file():
+                raise ArchiveError(f"component {component}: {role} file {source} not found")
+            if role == CONFIG_ROLE:
+                with open(source, encoding="utf-8") as f:
+                    config = yaml.safe_load(f)
+                if not isinstance(config, dict):
+                    raise ArchiveError(f"component {component}: {source} is not a YAML mapping")
+                config, carried = portable_config(config, component)
+                config.update((config_overrides or {}).get(component, {}))
+                member = f"{component}/config.yaml"
+                members[member] = yaml.safe_dump(config, sort_keys=False, allow_unicode=True).encode()
+                for carried_role, (carried_member, carried_source) in carried.items():
+                    members[carried_member] = carried_source.read_bytes()
+                    member_roles[carried_role] = carried_member
+            elif role == MODEL_ROLE:
+                state_dict = {name: tensor.contiguous() for name, tensor in read_state_dict(source).items()}
+                member = f"{component}/model.safetensors"
+                members[member] = safetensors.torch.save(state_dict)
+            else:
+                member = f"{component}/{role}{source.suffix}"
+                members[member] = source.read_bytes()
+            member_roles[role] = member
+        roles_by_component[component] = member_roles
+    if results_md is not None:
+        members["RESULTS.md"] = Path(results_md).read_bytes()
+
+    meta: Dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "name": out_path.stem,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": library_versions(),
+        "components": roles_by_component,
+    }
+    card_results = members["RESULTS.md"].decode("utf-8") if "RESULTS.md" in members else None
+    members["README.md"] = model_card(meta, usage.replace("{archive}", out_path.name), card_results).encode()
+    meta["extra"] = dict(extra or {})
+    meta["files"] = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(members.items())}
+
+    with atomic_path(out_path, suffix=".zip") as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(META_NAME, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
+            for name, data in sorted(members.items()):
+                archive.writestr(name, data)
+    return out_path
+
+
+def _check_member_name(archive: Path, name: str) -> None:
+    """Only plain relative file paths: nothing that could land outside the destination."""
+    if (
+        not isinstance(name, str)
+        or name.startswith("/")
+        or "\\" in name
+        or name[1:2] == ":"
+        or any(part in ("", ".", "..") for part in name.split("/"))
+    ):
+        raise ArchiveError(f"{archive}: refusing member {name!r}: not a plain relative file path")
+
+
+def _read_meta_bytes(archive: Path, zf: zipfile.ZipFile) -> bytes:
+    """Validate the member table against meta.yaml (nothing extracted yet); return meta.yaml."""
+    names = [info.filename for info in zf.infolist()]
+    for info in zf.infolist():
+        _check_member_name(archive, info.filename)
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise ArchiveError(f"{archive}: refusing member {info.filename!r}: it is a symlink")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ArchiveError(f"{archive}: members stored more than once: {duplicates}")
+    if META_NAME not in names:
+        raise ArchiveError(f"{archive}: no {META_NAME}; not a sepalm_espnet archive")
+    meta_bytes = zf.read(META_NAME)
+    meta = yaml.safe_load(meta_bytes)
+    if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict):
+        raise ArchiveError(f"{archive}: {META_NAME} has no file list")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ArchiveError(
+            f"{archive}: format version {meta.get('format_version')} is not {FORMAT_VERSION}; "
+            "use the sepalm_espnet version that packed it"
+        )
+    for name in meta["files"]:
+        _check_member_name(archive, name)
+    unlisted = sorted(set(names) - set(meta["files"]) - {META_NAME})
+    if unlisted:
+        raise ArchiveError(f"{archive}: members not listed in {META_NAME}: {unlisted}")
+    missing = sorted(set(meta["files"]) - set(names))
+    if missing:
+        raise ArchiveError(f"{archive}: members listed in {META_NAME} but absent: {missing}")
+    return meta_bytes
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "sepalm_espnet"
+
+
+def cached_unpack_dir(archive: PathLike, cache_dir: Optional[PathLike] = None) -> Path:
+    """Where `unpack` puts an archive by default: <cache>/<archive SHA-256>."""
+    return Path(cache_dir or default_cache_dir()) / sha256_file(archive)
+
+
+def unpack(archive: PathLike, dest_dir: Optional[PathLike] = None) -> Path:
+    """Verify and extract `archive`; return the directory holding its members.
+
+    Default destination: `cached_unpack_dir(archive)`. A destination already holding this
+    archive (same meta.yaml) is reused as is; one holding something else is an error.
+    Extraction goes to a temporary directory that is renamed into place when complete.
+    """
+    archive = Path(archive)
+    dest = Path(dest_dir) if dest_dir is not None else cached_unpack_dir(archive)
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArchiveError(f"{archive}: not a readable zip archive ({exc})") from exc
+    with zf:
+        meta_bytes = _read_meta_bytes(archive, zf)
+        if _holds(dest, meta_bytes, archive):
+            return dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+        try:
+            for name, expected in yaml.safe_load(meta_bytes)["files"].items():
+                target = staging / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                digest = hashlib.sha256()
+                with zf.open(name) as source, open(target, "wb") as sink:
+                    for block in iter(lambda: source.read(1 << 20), b""):
+                        digest.update(block)
+                        sink.write(block)
+                if digest.hexdigest() != expected:
+                    raise ArchiveError(
+                        f"{archive}: member {name} fails its SHA-256 check (corrupt or tampered)"
+                    )
+            (staging / META_NAME).write_bytes(meta_bytes)
+            try:
+                staging.rename(dest)
+            except OSError:
+                # Another process finished the same unpacking first.
+                if not _holds(dest, meta_bytes, archive):
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
+def _holds(dest: Path, meta_bytes: bytes, archive: Path) -> bool:
+    """Whether `dest` already holds this archive; refuses a destination holding anything else."""
+    if not dest.exists() or (dest.is_dir() and not any(dest.iterdir())):
+        return False
+    meta_path = dest / META_NAME
+    if meta_path.is_file() and meta_path.read_bytes() == meta_bytes:
+        return True
+    raise ArchiveError(f"{dest} exists and does not hold {archive}; remove it or unpack elsewhere")
+
+
+def read_meta(root: PathLike) -> Dict[str, Any]:
+    with open(Path(root) / META_NAME, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def component_files(root: PathLike, component: str) -> Dict[str, Path]:
+    """{role: path} of one component of an unpacked archive."""
+    root = Path(root)
+    components = read_meta(root)["components"]
+    if component not in components:
+        raise ArchiveError(f"{root}: no component '{component}' (has: {sorted(components)})")
+    return {role: root / member for role, member in components[component].items()}
+
+
+def load_component_config(root: PathLike, component: str) -> Dict[str, Any]:
+    """A component's config with carried-file member names turned into paths under `root`."""
+    root = Path(root)
+    files = component_files(root, component)
+    with open(files[CONFIG_ROLE], encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    members = {str(path.relative_to(root)): str(path) for path in files.values()}
+    return _replace_leaves(config, members)

@@ -1,0 +1,76 @@
+import os
+
+import pytest
+
+from sepalm_espnet.data.kaldi_dir import (
+    DataDirError,
+    atomic_path,
+    read_kv,
+    read_text,
+    spk2utt_to_utt2spk,
+    utt2spk_to_spk2utt,
+    write_kv,
+)
+
+
+def test_write_kv_sorts_and_read_kv_keeps_values_with_spaces(tmp_path):
+    write_kv(tmp_path / "wav.scp", {"b": "sox b.wav -t wav - |", "a": "a.wav"})
+    assert (tmp_path / "wav.scp").read_text() == "a a.wav\nb sox b.wav -t wav - |\n"
+    assert read_kv(tmp_path / "wav.scp") == {"a": "a.wav", "b": "sox b.wav -t wav - |"}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("a x\na y\n", r"wav.scp:2: duplicate key 'a'"),
+        ("a x\nb\n", r"wav.scp:2: key 'b' has no value"),
+        ("a x\n\nb y\n", r"wav.scp:2: empty line"),
+    ],
+)
+def test_read_kv_names_file_and_line(tmp_path, content, message):
+    (tmp_path / "wav.scp").write_text(content)
+    with pytest.raises(DataDirError, match=message):
+        read_kv(tmp_path / "wav.scp")
+
+
+def test_read_text_allows_empty_transcripts(tmp_path):
+    (tmp_path / "text").write_text("a HELLO WORLD\nb\n")
+    assert read_text(tmp_path / "text") == {"a": "HELLO WORLD", "b": ""}
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(DataDirError, match="nothere: file not found"):
+        read_kv(tmp_path / "nothere")
+
+
+def test_atomic_path_leaves_nothing_when_the_block_fails(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_output_follows_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_kv(tmp_path / "utt2spk", {"a": "a"})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "utt2spk").stat().st_mode & 0o777 == 0o644
+
+
+def test_invalid_key_is_refused(tmp_path):
+    with pytest.raises(DataDirError, match="invalid key"):
+        write_kv(tmp_path / "x", {"a b": "v"})
+    assert not (tmp_path / "x").exists()
+
+
+def test_spk2utt_round_trip():
+    utt2spk = {"u2": "s1", "u1": "s1", "u3": "s2"}
+    spk2utt = utt2spk_to_spk2utt(utt2spk)
+    assert spk2utt == {"s1": ["u1", "u2"], "s2": ["u3"]}
+    assert spk2utt_to_utt2spk(spk2utt) == dict(sorted(utt2spk.items()))
+    with pytest.raises(DataDirError, match="under two speakers"):
+        spk2utt_to_utt2spk({"s1": ["u1"], "s2": ["u1"]})

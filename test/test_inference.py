@@ -1,0 +1,146 @@
+"""SeparatorModel: archive round trip is exact; audio in any common form; unsafe weights refused."""
+import logging
+import zipfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
+
+from sepalm_espnet import zoo
+from sepalm_espnet.inference import SeparatorModel
+from sepalm_espnet.separator.long_audio import LongAudioSeparator
+from sepalm_espnet.separator.registry import EnhancementTask, enh_model_separate_fn, min_input_samples
+
+REPO_CONFIG = "egs2/TEMPLATE/sepalm1/conf/tuning/train_sep_sepformer_mini.yaml"
+FS = 16000
+CHECKPOINT = "valid.si_snr_loss.ave.pth"
+# Even smaller than the mini config: 16 filters, d_model 16, 2 heads, chunks of 10 frames.
+SHRINK = [
+    "--encoder_conf", "channel=16", "--decoder_conf", "channel=16",
+    "--separator_conf", "d_model=16", "--separator_conf", "nhead=2",
+    "--separator_conf", "dim_feedforward=32", "--separator_conf", "chunk_size=10",
+]
+
+
+class Payload:
+    """Any class instance: unpickling it means running code chosen by the file's author."""
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    """An ESPnet experiment dir as the trainer leaves it: config.yaml (all args) + a state dict."""
+    exp = tmp_path_factory.mktemp("exp_sep")
+    args = EnhancementTask.get_parser().parse_args([
+        "--config", REPO_CONFIG, *SHRINK, "--sample_rate", str(FS), "--output_dir", str(exp),
+        "--train_data_path_and_name_and_type", f"{exp}/train/wav.scp,speech_mix,sound",
+        "--train_shape_file", f"{exp}/stats/speech_mix_shape",
+    ])
+    with open(exp / "config.yaml", "w", encoding="utf-8") as f:
+        yaml_no_alias_safe_dump(vars(args), f, indent=4, sort_keys=False)
+    torch.manual_seed(0)
+    model = EnhancementTask.build_model(args).eval()
+    torch.save(model.state_dict(), exp / CHECKPOINT)
+    return exp, model
+
+
+@pytest.fixture(scope="module")
+def archive(experiment, tmp_path_factory):
+    exp, _ = experiment
+    components = {"separator": {"config": exp / "config.yaml", "model": exp / CHECKPOINT}}
+    return zoo.pack(tmp_path_factory.mktemp("packed") / "sep.zip", components)
+
+
+@pytest.fixture(scope="module")
+def packed_model(archive, tmp_path_factory):
+    return SeparatorModel.from_pretrained(archive, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def noise(samples, seed=0, channels=1):
+    shape = (samples,) if channels == 1 else (samples, channels)
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32) * 0.1
+
+
+def reference_separation(model, mixture):
+    estimates = enh_model_separate_fn(model)(torch.from_numpy(mixture).unsqueeze(0))
+    return [estimate.squeeze(0).numpy() for estimate in estimates]
+
+
+def test_archive_round_trip_is_exact(experiment, packed_model):
+    _, original = experiment
+    mixture = noise(FS // 2)
+    estimates = packed_model.separate(mixture, sample_rate=FS)
+    assert len(estimates) == 2 and all(e.dtype == np.float32 for e in estimates)
+    for estimate, expected in zip(estimates, reference_separation(original, mixture)):
+        assert np.array_equal(estimate, expected)
+    loaded = packed_model.model.state_dict()
+    assert all(torch.equal(loaded[name], value) for name, value in original.state_dict().items())
+
+
+def test_packed_config_has_no_experiment_paths(archive, packed_model, experiment):
+    exp, _ = experiment
+    with zipfile.ZipFile(archive) as zf:
+        assert str(exp) not in zf.read("separator/config.yaml").decode()
+    assert packed_model.fs == FS
+
+
+def test_experiment_dir_loads_the_same_model(experiment, packed_model):
+    exp, _ = experiment
+    from_exp = SeparatorModel.from_pretrained(exp, checkpoint=CHECKPOINT)
+    mixture = noise(FS // 4, seed=1)
+    for a, b in zip(from_exp.separate(mixture, FS), packed_model.separate(mixture, FS)):
+        assert np.array_equal(a, b)
+    with pytest.raises(FileNotFoundError, match=CHECKPOINT):
+        SeparatorModel.from_pretrained(exp, checkpoint="valid.loss.best.pth")
+
+
+def test_path_array_and_tensor_give_the_same_result(packed_model, tmp_path):
+    mixture = noise(FS // 4, seed=2)
+    sf.write(tmp_path / "mix.wav", mixture, FS, subtype="FLOAT")
+    from_array = packed_model.separate(mixture, sample_rate=FS)
+    for other in (packed_model.separate(tmp_path / "mix.wav"), packed_model.separate(str(tmp_path / "mix.wav")),
+                  packed_model.separate(torch.from_numpy(mixture), sample_rate=FS)):
+        assert all(np.array_equal(a, b) for a, b in zip(from_array, other))
+    with pytest.raises(ValueError, match="sample_rate is required"):
+        packed_model.separate(mixture)
+
+
+def test_stereo_is_downmixed_either_layout(packed_model, caplog):
+    stereo = noise(FS // 4, seed=3, channels=2)
+    mono = packed_model.separate(stereo.mean(axis=1), sample_rate=FS)
+    with caplog.at_level(logging.INFO):
+        channels_last = packed_model.separate(stereo, sample_rate=FS)
+    assert "downmixing 2 channels" in caplog.text
+    channels_first = packed_model.separate(torch.from_numpy(stereo.T.copy()), sample_rate=FS)
+    for a, b, c in zip(mono, channels_last, channels_first):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_other_rate_is_resampled_and_returned_at_the_input_rate(packed_model, tmp_path, caplog):
+    mixture_8k = noise(8000 // 2 + 3, seed=4)
+    sf.write(tmp_path / "mix8k.wav", mixture_8k, 8000, subtype="FLOAT")
+    with caplog.at_level(logging.INFO):
+        estimates = packed_model.separate(tmp_path / "mix8k.wav")
+    assert "resampling 8000 Hz -> 16000 Hz" in caplog.text
+    assert [e.shape for e in estimates] == [mixture_8k.shape] * 2
+    assert all(e.dtype == np.float32 and np.all(np.isfinite(e)) for e in estimates)
+
+
+def test_long_input_is_separated_segment_wise(experiment, archive, tmp_path):
+    _, original = experiment
+    options = {"segment_sec": 0.25, "hop_sec": 0.125}
+    model = SeparatorModel.from_pretrained(archive, cache_dir=tmp_path, **options)
+    expected = LongAudioSeparator(
+        enh_model_separate_fn(original), 2, FS, min_samples=min_input_samples(original), **options
+    ).separate_array(noise(FS, seed=5), FS)
+    assert all(np.array_equal(a, b) for a, b in zip(model.separate(noise(FS, seed=5), FS), expected))
+
+
+def test_pickled_object_in_checkpoint_is_refused(experiment, tmp_path):
+    exp, original = experiment
+    (tmp_path / "config.yaml").write_text((exp / "config.yaml").read_text())
+    torch.save({**original.state_dict(), "payload": Payload()}, tmp_path / CHECKPOINT)
+    with pytest.raises(zoo.UnsafeWeightsError, match=CHECKPOINT):
+        SeparatorModel.from_pretrained(tmp_path)

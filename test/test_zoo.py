@@ -1,0 +1,199 @@
+"""Model-zoo archives: layout, portable configs, and refusal of unsafe or tampered archives."""
+import hashlib
+import os
+import stat
+import zipfile
+
+import pytest
+import safetensors.torch
+import torch
+import yaml
+
+from sepalm_espnet import zoo
+from sepalm_espnet.bin import pack_model
+
+
+class Payload:
+    """Any class instance: unpickling it means running code chosen by the file's author."""
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    """A training run as ESPnet leaves it, paths relative to the recipe dir (the cwd)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dump/raw/train").mkdir(parents=True)
+    (tmp_path / "dump/raw/train/wav.scp").write_text("utt1 a.wav\n")
+    (tmp_path / "exp/stats").mkdir(parents=True)
+    (tmp_path / "exp/stats/feats_stats.npz").write_bytes(b"stats")
+    (tmp_path / "exp/sep").mkdir()
+    config = {
+        "config": "conf/train.yaml",
+        "output_dir": "exp/sep",
+        "train_data_path_and_name_and_type": [["dump/raw/train/wav.scp", "speech_mix", "sound"]],
+        "train_shape_file": ["exp/stats/train/speech_mix_shape"],
+        "init_param": [],
+        "dist_init_method": "env://",
+        "sample_rate": 8000,
+        "normalize_conf": {"stats_file": "exp/stats/feats_stats.npz"},
+        "separator_conf": {"num_spk": 2},
+    }
+    (tmp_path / "exp/sep/config.yaml").write_text(yaml.safe_dump(config))
+    torch.manual_seed(0)
+    torch.save({"layer.weight": torch.randn(3, 4), "layer.bias": torch.randn(3)}, tmp_path / "exp/sep/model.pth")
+    (tmp_path / "RESULTS.md").write_text("| set | SI-SNRi |\n|---|---|\n| test | 12.3 |\n")
+    return tmp_path
+
+
+def separator(run_dir):
+    return {zoo.CONFIG_ROLE: run_dir / "exp/sep/config.yaml", zoo.MODEL_ROLE: run_dir / "exp/sep/model.pth"}
+
+
+@pytest.fixture
+def archive(run_dir):
+    return zoo.pack(run_dir / "packed/sep.zip", {"separator": separator(run_dir)}, results_md=run_dir / "RESULTS.md")
+
+
+def rebuild(archive, out, edit):
+    """Copy `archive` to `out` after `edit(members)` changed its {name: bytes} (meta.yaml included)."""
+    with zipfile.ZipFile(archive) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    edit(members)
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return out
+
+
+def add_listed_member(name, data=b"evil"):
+    """An edit adding `name` and listing it in meta.yaml with a correct checksum."""
+    def edit(members):
+        meta = yaml.safe_load(members[zoo.META_NAME])
+        meta["files"][name] = hashlib.sha256(data).hexdigest()
+        members[zoo.META_NAME] = yaml.safe_dump(meta).encode()
+        members[name] = data
+    return edit
+
+
+def test_pack_layout_meta_and_model_card(archive, run_dir):
+    with zipfile.ZipFile(archive) as zf:
+        names = set(zf.namelist())
+        meta = yaml.safe_load(zf.read(zoo.META_NAME))
+        card = zf.read("README.md").decode()
+        for name, checksum in meta["files"].items():
+            assert hashlib.sha256(zf.read(name)).hexdigest() == checksum, name
+        weights = safetensors.torch.load(zf.read("separator/model.safetensors"))
+    assert names == {
+        "meta.yaml", "README.md", "RESULTS.md", "separator/config.yaml", "separator/model.safetensors",
+        "separator/normalize_conf.stats_file.npz",
+    }
+    assert set(meta["files"]) == names - {"meta.yaml"}
+    assert meta["format_version"] == zoo.FORMAT_VERSION
+    assert set(meta["versions"]) >= {"sepalm_espnet", "espnet", "torch"}
+    assert meta["components"]["separator"]["model"] == "separator/model.safetensors"
+    original = torch.load(run_dir / "exp/sep/model.pth", weights_only=True)
+    assert weights.keys() == original.keys() and all(torch.equal(weights[k], original[k]) for k in original)
+    assert 'SeparatorModel.from_pretrained("sep.zip")' in card and "| test | 12.3 |" in card
+
+
+def test_config_keeps_no_path_outside_the_archive(archive, tmp_path):
+    root = zoo.unpack(archive, tmp_path / "unpacked")
+    packed = yaml.safe_load((root / "separator/config.yaml").read_text())
+    assert packed["output_dir"] is None and packed["train_data_path_and_name_and_type"] == []
+    assert packed["dist_init_method"] == "env://" and packed["sample_rate"] == 8000
+    assert packed["normalize_conf"]["stats_file"] == "separator/normalize_conf.stats_file.npz"
+    config = zoo.load_component_config(root, "separator")
+    assert config["normalize_conf"]["stats_file"] == str(root / "separator/normalize_conf.stats_file.npz")
+    assert (root / "separator/normalize_conf.stats_file.npz").read_bytes() == b"stats"
+
+
+def test_missing_absolute_path_in_config_is_refused(run_dir):
+    config_path = run_dir / "exp/sep/config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["bpemodel"] = "/nonexistent/bpe.model"
+    config_path.write_text(yaml.safe_dump(config))
+    with pytest.raises(zoo.ArchiveError, match="bpemodel"):
+        zoo.pack(run_dir / "x.zip", {"separator": separator(run_dir)})
+    assert not (run_dir / "x.zip").exists()
+
+
+def test_extra_roles_and_config_overrides(run_dir, tmp_path):
+    (run_dir / "km.mdl").write_bytes(b"kmeans")
+    files = {**separator(run_dir), "kmeans": run_dir / "km.mdl"}
+    archive = zoo.pack(run_dir / "x.zip", {"corrector": files}, config_overrides={"corrector": {"sample_rate": 16000}})
+    root = zoo.unpack(archive, tmp_path / "unpacked")
+    paths = zoo.component_files(root, "corrector")
+    assert paths["kmeans"].read_bytes() == b"kmeans"
+    assert zoo.load_component_config(root, "corrector")["sample_rate"] == 16000
+
+
+def test_pack_model_cli(run_dir, tmp_path):
+    pack_model.main([
+        "--out", str(run_dir / "exp/packed/sep.zip"), "--separator_config", "exp/sep/config.yaml",
+        "--separator_model", "exp/sep/model.pth", "--results", "RESULTS.md", "--separator_fs", "16000",
+    ])
+    root = zoo.unpack(run_dir / "exp/packed/sep.zip", tmp_path / "unpacked")
+    assert zoo.load_component_config(root, "separator")["sample_rate"] == 16000
+    assert zoo.read_meta(root)["extra"]["packed_from"]["separator_model"] == "exp/sep/model.pth"
+    assert [p.name for p in (run_dir / "exp/packed").iterdir()] == ["sep.zip"]  # no temporaries left
+
+
+def test_pickled_object_in_weights_is_refused(run_dir):
+    torch.save({"layer.weight": torch.zeros(1), "payload": Payload()}, run_dir / "exp/sep/model.pth")
+    with pytest.raises(zoo.UnsafeWeightsError, match="model.pth"):
+        zoo.read_state_dict(run_dir / "exp/sep/model.pth")
+    with pytest.raises(zoo.UnsafeWeightsError):
+        zoo.pack(run_dir / "x.zip", {"separator": separator(run_dir)})
+
+
+def test_tampered_member_is_refused_by_name(archive, tmp_path):
+    def tamper(members):
+        members["separator/config.yaml"] += b"\nextra_key: 1\n"
+
+    tampered = rebuild(archive, tmp_path / "tampered.zip", tamper)
+    with pytest.raises(zoo.ArchiveError, match="separator/config.yaml fails its SHA-256"):
+        zoo.unpack(tampered, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["../evil", "separator/../../evil", "/tmp/evil", "C:/evil", "a\\..\\evil"])
+def test_member_escaping_the_destination_is_refused(archive, tmp_path, name):
+    evil = rebuild(archive, tmp_path / "evil.zip", add_listed_member(name))
+    with pytest.raises(zoo.ArchiveError, match="refusing member"):
+        zoo.unpack(evil, tmp_path / "out")
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "out").exists()
+
+
+def test_unlisted_member_and_symlink_are_refused(archive, tmp_path):
+    def add_unlisted(members):
+        members["separator/extra.bin"] = b"x"
+
+    with pytest.raises(zoo.ArchiveError, match="not listed.*separator/extra.bin"):
+        zoo.unpack(rebuild(archive, tmp_path / "unlisted.zip", add_unlisted), tmp_path / "out")
+
+    link = rebuild(archive, tmp_path / "link.zip", add_listed_member("separator/link", b"/etc/passwd"))
+    with zipfile.ZipFile(link) as zf:
+        members = [(info, zf.read(info)) for info in zf.infolist()]
+    with zipfile.ZipFile(link, "w") as zf:
+        for info, data in members:
+            if info.filename == "separator/link":
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, data)
+    with pytest.raises(zoo.ArchiveError, match="symlink"):
+        zoo.unpack(link, tmp_path / "out")
+
+
+def test_unpack_is_idempotent_and_cached_by_checksum(archive, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = zoo.unpack(archive)
+    assert root == tmp_path / "cache/sepalm_espnet" / zoo.sha256_file(archive)
+    weights = root / "separator/model.safetensors"
+    before = os.stat(weights)
+    assert zoo.unpack(archive) == root
+    after = os.stat(weights)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert sorted(p.name for p in root.parent.iterdir()) == [root.name]  # no staging dirs left
+
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other/file").write_text("x")
+    with pytest.raises(zoo.ArchiveError, match="does not hold"):
+        zoo.unpack(archive, tmp_path / "other")
