@@ -9,12 +9,18 @@ MODULES = [
     "sklearn", "pyroomacoustics", "safetensors", "torchaudio", "torch_stoi",
 ]
 
-failed = []
-for name in MODULES:
-    try:
-        importlib.import_module(name)
-    except Exception as exc:  # report every failure, not just the first
-        failed.append(f"{name}: {type(exc).__name__}: {exc}")
-if failed:
-    sys.exit("environment check failed:\n  " + "\n  ".join(failed))
-print(f"environment OK ({len(MODULES)} modules)")
+
+def main() -> None:
+    failed = []
+    for name in MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # report every failure, not just the first
+            failed.append(f"{name}: {type(exc).__name__}: {exc}")
+    if failed:
+        sys.exit("environment check failed:\n  " + "\n  ".join(failed))
+    print(f"environment OK ({len(MODULES)} modules)")
+
+
+if __name__ == "__main__":
+    main()

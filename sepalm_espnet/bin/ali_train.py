@@ -1,0 +1,14 @@
+"""Train (or collect stats for) the aligner with ESPnet's trainer (stage 12).
+
+`python -m sepalm_espnet.bin.ali_train <ESPnet training options>`: every ESPnet option works
+unchanged (--ngpu, --dist_launcher, --resume, --use_amp, ...).
+"""
+from sepalm_espnet.tasks.aligner import AlignerTask
+
+
+def main(cmd=None):
+    AlignerTask.main(cmd=cmd)
+
+
+if __name__ == "__main__":
+    main()
