@@ -36,8 +36,6 @@ def memory_mb(field: str) -> float:
 
 def prepare_model(config_name: str, model_dir: Path) -> None:
     """Random-weight model saved the way ESPnet's trainer saves one (config.yaml + .pth)."""
-    import argparse as ap
-
     import torch
     import yaml
 
@@ -46,7 +44,7 @@ def prepare_model(config_name: str, model_dir: Path) -> None:
     args = vars(EnhancementTask.get_parser().parse_args([]))
     args.update(yaml.safe_load((CONF_DIR / f"train_sep_sepformer_{config_name}.yaml").read_text()))
     torch.manual_seed(0)
-    model = EnhancementTask.build_model(ap.Namespace(**args))
+    model = EnhancementTask.build_model(argparse.Namespace(**args))
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / "config.yaml").write_text(yaml.safe_dump(args))
     torch.save(model.state_dict(), model_dir / "model.pth")

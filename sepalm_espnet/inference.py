@@ -6,7 +6,6 @@ components from the same archives and sits beside SeparatorModel here.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -21,11 +20,7 @@ from sepalm_espnet import zoo
 from sepalm_espnet.data.audio import AudioError, read_audio
 from sepalm_espnet.data.kaldi_dir import PathLike
 from sepalm_espnet.separator.long_audio import LongAudioSeparator
-from sepalm_espnet.separator.registry import (
-    EnhancementTask,
-    enh_model_separate_fn,
-    min_input_samples,
-)
+from sepalm_espnet.separator.registry import build_enh_model, enh_model_separate_fn, min_input_samples
 
 AudioInput = Union[str, Path, np.ndarray, torch.Tensor]
 # What ESPnet's trainer calls the average of the best checkpoints under our separator criterion.
@@ -58,13 +53,6 @@ def separator_config_and_weights(root: Path, checkpoint: str) -> Tuple[Dict[str,
         raise FileNotFoundError(f"{weights} not found; checkpoints in {root}: {available}")
     with open(config_path, encoding="utf-8") as f:
         return yaml.safe_load(f), weights
-
-
-def build_enh_model(config: Dict[str, Any], weights: Path, device: str) -> ESPnetEnhancementModel:
-    """ESPnet's build_model_from_file, but strict about weights and never unpickling objects."""
-    model = EnhancementTask.build_model(argparse.Namespace(**config))
-    model.load_state_dict(zoo.read_state_dict(weights), strict=True)
-    return model.to(device).eval()
 
 
 def as_samples(audio: AudioInput, sample_rate: Optional[int]) -> Tuple[np.ndarray, int]:

@@ -20,7 +20,9 @@ from sepalm_espnet.data.kaldi_dir import read_text
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", nargs="+", help="Kaldi text files (`key words`) to train on")
     source.add_argument("--base_tokenizer", help="transformers tokenizer directory or hub id to extend")

@@ -34,7 +34,6 @@ import abc
 import logging
 from typing import Dict, List, Optional, Sequence
 
-import librosa
 import numpy as np
 import torch
 import whisper
@@ -42,8 +41,8 @@ from faster_whisper import WhisperModel
 from whisper.audio import N_SAMPLES
 
 from sepalm_espnet.corrector.text_norm import normalize_text
-from sepalm_espnet.data.format import load_scp_audio, to_mono
-from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, read_kv, write_kv
+from sepalm_espnet.data.format import load_mono
+from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, read_key_file, read_kv, select_entries, write_kv
 from sepalm_espnet.metrics.separation import read_permutation
 
 logger = logging.getLogger(__name__)
@@ -128,27 +127,6 @@ def build_asr_teacher(backend: str, model: str, device: str = "cpu", **backend_o
     return ASR_TEACHERS[backend](model, device=device, **backend_options)
 
 
-def load_teacher_input(value: str, where: str) -> np.ndarray:
-    """A wav.scp value as 16 kHz mono float32; level untouched (separator outputs may exceed 1)."""
-    data, fs = load_scp_audio(value, where)
-    data = to_mono(data, where)
-    if fs != SAMPLE_RATE:
-        logger.info("%s: resampling %d Hz to %d Hz", where, fs, SAMPLE_RATE)
-        data = librosa.resample(data, orig_sr=fs, target_sr=SAMPLE_RATE, res_type="soxr_hq")
-    return data.astype(np.float32)
-
-
-def select_entries(scp: PathLike, keys: Optional[Sequence[str]]) -> Dict[str, str]:
-    """The scp entries of `keys` (all if None), sorted by key."""
-    entries = read_kv(scp)
-    if keys is None:
-        return dict(sorted(entries.items()))
-    missing = [key for key in keys if key not in entries]
-    if missing:
-        raise DataDirError(f"{scp}: {len(missing)} requested keys are missing, e.g. '{missing[0]}'")
-    return {key: entries[key] for key in sorted(keys)}
-
-
 def transcribe_entries(teacher: AsrTeacher, entries: Dict[str, str], where: PathLike,
                        batch_size: int = 8) -> Dict[str, str]:
     """Normalised transcripts of `key -> audio` entries, `batch_size` utterances per call."""
@@ -156,16 +134,11 @@ def transcribe_entries(teacher: AsrTeacher, entries: Dict[str, str], where: Path
     texts: Dict[str, str] = {}
     for start in range(0, len(keys), batch_size):
         batch = keys[start:start + batch_size]
-        audios = [load_teacher_input(entries[key], f"{where} (key {key})") for key in batch]
+        audios = [load_mono(entries[key], f"{where} (key {key})", SAMPLE_RATE) for key in batch]
         transcripts = teacher.transcribe(audios)
         texts.update(zip(batch, (normalize_text(t) for t in transcripts), strict=True))
         logger.info("%s: transcribed %d/%d utterances", where, len(texts), len(keys))
     return texts
-
-
-def read_key_file(key_file: Optional[PathLike]) -> Optional[List[str]]:
-    """The first column of a JOB's key file; None (all keys) without one."""
-    return None if key_file is None else list(read_kv(key_file, allow_empty_value=True))
 
 
 def transcribe_scp(teacher: AsrTeacher, wav_scp: PathLike, out_text: PathLike,

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
@@ -131,15 +132,14 @@ class AudioLMCorrector(AbsESPnetModel):
             acc_asr=_span_mean(token_correct, spans == PRELIMINARY_SPAN, "preliminary"),
             acc_ger=_span_mean(token_correct, spans == CORRECTED_SPAN, "corrected"),
         )
-        weight = torch.tensor(input_ids.size(0), device=loss.device)
-        return loss, stats, weight
+        return force_gatherable((loss, stats, input_ids.size(0)), loss.device)
 
     def collect_feats(self, **batch: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Nothing to normalise: the inputs are token ids."""
         return {}
 
     def save_adapter(self, directory: Union[str, Path]) -> None:
-        """peft's adapter directory (adapter_config.json + weights), loadable with PeftModel.from_pretrained."""
+        """peft's adapter directory (adapter_config.json + weights): PeftModel.from_pretrained loads it."""
         if not self.use_lora:
             raise ValueError("this corrector has no LoRA adapter (use_lora: false): use save_merged")
         self.lm.save_pretrained(str(directory))

@@ -95,7 +95,9 @@ def prompt_segments(
     return segments
 
 
-def build_prompt(units: Sequence[int], preliminary: Optional[str] = None, corrected: Optional[str] = None) -> str:
+def build_prompt(
+    units: Sequence[int], preliminary: Optional[str] = None, corrected: Optional[str] = None
+) -> str:
     """The paper's template filled in; with fewer transcripts, the prefix a generation step continues."""
     text = "".join(segment for segment, _ in prompt_segments(units, preliminary, corrected))
     return text + TEMPLATE_END if corrected is not None else text
@@ -143,7 +145,7 @@ _ANSWER = re.compile(
 
 
 def parse_output(text: str) -> Tuple[str, str]:
-    """(preliminary, corrected) from an answer `Preliminary transcription: … Corrected transcription: … <eoa>`.
+    """(preliminary, corrected) of `Preliminary transcription: … Corrected transcription: … <eoa>`.
 
     The answer is what follows "[SpeechGPT]:" (a step I continuation with PRELIMINARY_HEADER in
     front). Anything else raises MalformedOutputError: an answer without <eoa> ran away, one
@@ -151,7 +153,9 @@ def parse_output(text: str) -> Tuple[str, str]:
     """
     match = _ANSWER.fullmatch(text)
     if match is None:
-        raise MalformedOutputError(f"not a '{PRELIMINARY_HEADER} … {CORRECTED_HEADER} … {EOA}' answer: {text[:200]!r}")
+        raise MalformedOutputError(
+            f"not a '{PRELIMINARY_HEADER} … {CORRECTED_HEADER} … {EOA}' answer: {text[:200]!r}"
+        )
     preliminary, corrected = (" ".join(match[name].split()) for name in ("preliminary", "corrected"))
     for transcript in (preliminary, corrected):
         for marker in _MARKERS:

@@ -31,8 +31,16 @@ import torch
 import yaml
 from sklearn.cluster import MiniBatchKMeans
 
-from sepalm_espnet.data.format import load_scp_audio, to_mono
-from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, atomic_path, read_kv, write_kv
+from sepalm_espnet.data.format import load_mono
+from sepalm_espnet.data.kaldi_dir import (
+    DataDirError,
+    PathLike,
+    atomic_path,
+    read_key_file,
+    read_kv,
+    select_entries,
+    write_kv,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -311,26 +319,6 @@ def read_units(path: PathLike) -> Dict[str, List[int]]:
     return units
 
 
-def load_speech(value: str, where: str) -> np.ndarray:
-    """A wav.scp value as 16 kHz mono float32, level untouched (separator outputs may exceed 1)."""
-    data, fs = load_scp_audio(value, where)
-    data = to_mono(data, where)
-    if fs != SAMPLE_RATE:
-        logger.info("%s: resampling %d Hz to %d Hz", where, fs, SAMPLE_RATE)
-        data = librosa.resample(data, orig_sr=fs, target_sr=SAMPLE_RATE, res_type="soxr_hq")
-    return data.astype(np.float32)
-
-
-def select_entries(wav_scp: PathLike, key_file: Optional[PathLike] = None) -> Dict[str, str]:
-    """wav_scp's entries (those of key_file's first column if given), sorted by key."""
-    entries = read_kv(wav_scp)
-    keys = sorted(entries if key_file is None else read_kv(key_file, allow_empty_value=True))
-    missing = [key for key in keys if key not in entries]
-    if missing:
-        raise DataDirError(f"{key_file}: {len(missing)} keys not in {wav_scp}, e.g. '{missing[0]}'")
-    return {key: entries[key] for key in keys}
-
-
 def fit_kmeans_on_scps(extractor: FeatureExtractor, wav_scps: Sequence[PathLike], n_clusters: int,
                        seed: int = 0, max_frames: int = 500_000, batch_size: int = 10_000) -> KMeansQuantizer:
     """k-means on the features of utterances drawn in a seeded random order from all scps."""
@@ -339,7 +327,7 @@ def fit_kmeans_on_scps(extractor: FeatureExtractor, wav_scps: Sequence[PathLike]
 
     def features() -> Iterator[np.ndarray]:
         for where, value in utterances:
-            yield extractor.extract(load_speech(value, where))
+            yield extractor.extract(load_mono(value, where, SAMPLE_RATE))
 
     return fit_kmeans(features(), n_clusters, seed, max_frames, batch_size)
 
@@ -348,10 +336,10 @@ def extract_units_scp(extractor: FeatureExtractor, quantizer: KMeansQuantizer, w
                       output: PathLike, key_file: Optional[PathLike] = None,
                       dedup: bool = True) -> Dict[str, List[int]]:
     """Write the sorted units file of wav_scp (key_file's keys only, if given: a JOB split)."""
-    entries = select_entries(wav_scp, key_file)
+    entries = select_entries(wav_scp, read_key_file(key_file))
     units: Dict[str, List[int]] = {}
     for key, value in entries.items():
-        features = extractor.extract(load_speech(value, f"{wav_scp} (key {key})"))
+        features = extractor.extract(load_mono(value, f"{wav_scp} (key {key})", SAMPLE_RATE))
         units[key] = units_from_features(features, quantizer, dedup)
         if len(units) % 100 == 0:
             logger.info("%s: %d/%d utterances", wav_scp, len(units), len(entries))

@@ -60,10 +60,24 @@ def to_mono(data: np.ndarray, where: str) -> np.ndarray:
     return data.mean(axis=1)
 
 
-def convert_audio(data: np.ndarray, fs_in: int, fs_out: int, where: str) -> np.ndarray:
+def resample_mono(data: np.ndarray, fs_in: int, fs_out: int, where: str) -> np.ndarray:
+    """Downmix and resample (soxr) with a log line each; the level is left alone."""
     data = to_mono(data, where)
     if fs_in != fs_out:
+        logger.info("%s: resampling %d Hz to %d Hz", where, fs_in, fs_out)
         data = librosa.resample(data, orig_sr=fs_in, target_sr=fs_out, res_type="soxr_hq")
+    return data
+
+
+def load_mono(value: str, where: str, fs: int) -> np.ndarray:
+    """A wav.scp value as mono float32 at `fs`, unclipped (separator outputs may exceed 1)."""
+    data, fs_in = load_scp_audio(value, where)
+    return resample_mono(data, fs_in, fs, where).astype(np.float32)
+
+
+def convert_audio(data: np.ndarray, fs_in: int, fs_out: int, where: str) -> np.ndarray:
+    """For 16-bit dumping: resampled mono, clipped to [-1, 1] with a warning."""
+    data = resample_mono(data, fs_in, fs_out, where)
     peak = float(np.max(np.abs(data)))
     if peak > 1.0:
         logger.warning("%s: peak %.3f after resampling, clipped to [-1, 1]", where, peak)

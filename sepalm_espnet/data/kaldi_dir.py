@@ -9,7 +9,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Mapping, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -90,6 +90,23 @@ def write_kv(
                 if "\n" in value:
                     raise DataDirError(f"{path}: value of '{key}' contains a newline")
                 f.write(f"{key} {value}\n" if value else f"{key}\n")
+
+
+def read_key_file(key_file: Optional[PathLike]) -> Optional[List[str]]:
+    """The first column of a JOB's key file; None (meaning all keys) without one."""
+    return None if key_file is None else list(read_kv(key_file, allow_empty_value=True))
+
+
+def select_entries(scp: PathLike, keys: Optional[Iterable[str]] = None) -> Dict[str, str]:
+    """The scp entries of `keys` (all if None), sorted by key; a missing key names the scp."""
+    entries = read_kv(scp)
+    if keys is None:
+        return dict(sorted(entries.items()))
+    keys = sorted(keys)
+    missing = [key for key in keys if key not in entries]
+    if missing:
+        raise DataDirError(f"{scp}: {len(missing)} requested keys are missing, e.g. '{missing[0]}'")
+    return {key: entries[key] for key in keys}
 
 
 def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> Dict[str, List[str]]:

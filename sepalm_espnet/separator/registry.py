@@ -8,28 +8,47 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Any, List, Mapping, Optional, Tuple
 
 import torch
+import yaml
 from espnet2.enh.encoder.conv_encoder import ConvEncoder
 from espnet2.enh.espnet_model import ESPnetEnhancementModel
 from espnet2.tasks.enh import EnhancementTask, separator_choices
 
+from sepalm_espnet.data.kaldi_dir import PathLike
 from sepalm_espnet.separator.long_audio import SeparateFn
 from sepalm_espnet.separator.sepformer import SepFormerSeparator
+from sepalm_espnet.zoo import read_state_dict
 
 SEPARATORS = {"sepformer": SepFormerSeparator}
 separator_choices.classes.update(SEPARATORS)
 
 
+def build_enh_model(config: Mapping[str, Any], weights: PathLike, device: str = "cpu") -> ESPnetEnhancementModel:
+    """ESPnet's build_model_from_file, but strict about weights and never unpickling objects.
+
+    (ESPnet loads with weights_only=False and strict=False: an untrusted file could run code,
+    and a mismatched one would leave layers silently random.)
+    """
+    model = EnhancementTask.build_model(argparse.Namespace(**config))
+    model.load_state_dict(read_state_dict(weights), strict=True)
+    return model.to(device).eval()
+
+
 def load_enh_model(
-    train_config: Optional[Union[str, Path]],
-    model_file: Union[str, Path],
+    train_config: Optional[PathLike],
+    model_file: PathLike,
     device: str = "cpu",
 ) -> Tuple[ESPnetEnhancementModel, argparse.Namespace]:
-    """A trained enh model (config.yaml + .pth, as ESPnet saves them) in eval mode."""
-    model, train_args = EnhancementTask.build_model_from_file(train_config, model_file, device)
-    return model.eval(), train_args
+    """A trained enh model (config.yaml + .pth, as ESPnet saves them) in eval mode.
+
+    Without `train_config`, the config.yaml beside `model_file` (ESPnet's experiment layout).
+    """
+    config_path = Path(train_config) if train_config else Path(model_file).parent / "config.yaml"
+    with open(config_path, encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    return build_enh_model(config, model_file, device), argparse.Namespace(**config)
 
 
 def min_input_samples(model: ESPnetEnhancementModel) -> int:

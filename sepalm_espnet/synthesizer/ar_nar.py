@@ -16,7 +16,6 @@ mixes conditioned and phoneme-less logits with a guidance scale.
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -28,6 +27,7 @@ from torch import nn
 from sepalm_espnet.synthesizer.layers import (
     PAD_ID,
     CachedDecoderLayer,
+    CodebookHeads,
     KVCache,
     MultiCodebookEmbedding,
     bidirectional_encoder,
@@ -89,10 +89,19 @@ class ArCodebookDecoder(nn.Module):
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """(B, L) phonemes and (B, T') codebook 1 of Ŝ -> prefix (B, L + T', d) and its validity."""
         device = phonemes.device
-        phoneme_part = self.phoneme_embedding(phonemes.clamp(min=0)) + segment_positions(phonemes.size(1), self.d_model, device)
-        est_part = self.est_embedding(est_codes.clamp(min=0)) + segment_positions(est_codes.size(1), self.d_model, device)
-        valid = torch.cat([lengths_to_mask(phoneme_lengths, phonemes.size(1)), lengths_to_mask(est_lengths, est_codes.size(1))], dim=1)
-        return torch.cat([phoneme_part, est_part], dim=1), valid
+        phoneme_part = self.phoneme_embedding(phonemes.clamp(min=0))
+        est_part = self.est_embedding(est_codes.clamp(min=0))
+        prefix = torch.cat(
+            [
+                phoneme_part + segment_positions(phonemes.size(1), self.d_model, device),
+                est_part + segment_positions(est_codes.size(1), self.d_model, device),
+            ],
+            dim=1,
+        )
+        valid = torch.cat(
+            [lengths_to_mask(phoneme_lengths, phonemes.size(1)), lengths_to_mask(est_lengths, est_codes.size(1))], dim=1
+        )
+        return prefix, valid
 
     def embed_targets(self, tokens: torch.Tensor, first_position: int = 0) -> torch.Tensor:
         positions = torch.arange(first_position, first_position + tokens.size(1), device=tokens.device)
@@ -148,7 +157,7 @@ class NarCodebookPredictor(nn.Module):
         self.target_embedding = MultiCodebookEmbedding(num_codebooks - 1, codebook_size, d_model)
         self.stage_embedding = nn.Embedding(num_codebooks - 1, d_model)
         self.encoder = bidirectional_encoder(d_model, nhead, dim_feedforward, dropout, num_layers)
-        self.heads = nn.ModuleList(nn.Linear(d_model, codebook_size) for _ in range(num_codebooks - 1))
+        self.heads = CodebookHeads(num_codebooks - 1, d_model, codebook_size)
 
     def forward(
         self,
@@ -181,7 +190,7 @@ class NarCodebookPredictor(nn.Module):
         )
         x = torch.cat(segments, dim=1) + self.stage_embedding.weight[codebook - 1]
         hidden = self.encoder(x, src_key_padding_mask=~valid)
-        return self.heads[codebook - 1](hidden[:, -lower_codes.size(1):])
+        return self.heads(hidden[:, -lower_codes.size(1):], codebook - 1)
 
 
 class ArNarSynthesizer(AbsESPnetModel):
@@ -204,16 +213,22 @@ class ArNarSynthesizer(AbsESPnetModel):
         if num_codebooks < 2:
             raise ValueError("AR+NAR needs at least 2 codebooks (codebook 1 AR, the rest NAR)")
         self.num_codebooks = num_codebooks
+        self.codebook_size = codebook_size
         self.null_phoneme_id = phoneme_vocab_size
         self.cond_drop_prob = cond_drop_prob
-        self.ar = ArCodebookDecoder(phoneme_vocab_size, codebook_size, d_model, nhead, num_layers, dim_feedforward, dropout)
+        self.ar = ArCodebookDecoder(
+            phoneme_vocab_size, codebook_size, d_model, nhead, num_layers, dim_feedforward, dropout
+        )
         self.nar = NarCodebookPredictor(
             phoneme_vocab_size, num_codebooks, codebook_size, d_model, nhead, num_layers, dim_feedforward, dropout
         )
 
     def check_codebooks(self, name: str, tokens: torch.Tensor) -> None:
+        """Tokens of another codec would silently read other codebooks' embedding rows."""
         if tokens.ndim != 3 or tokens.size(2) != self.num_codebooks:
             raise ValueError(f"{name}: expected (B, T, {self.num_codebooks}) tokens, got {tuple(tokens.shape)}")
+        if tokens.numel() and int(tokens.max()) >= self.codebook_size:
+            raise ValueError(f"{name}: token {int(tokens.max())} is outside the codebook of {self.codebook_size}")
 
     def forward(
         self,
@@ -237,7 +252,8 @@ class ArNarSynthesizer(AbsESPnetModel):
         first_codes = ref_tokens[..., 0].clamp(min=0)
         start = first_codes.new_full((batch, 1), self.ar.start_id)
         ar_inputs = self.ar.embed_targets(torch.cat([start, first_codes], dim=1))
-        ar_logits = self.ar.full_logits(prefix, prefix_valid, ar_inputs, lengths_to_mask(ref_tokens_lengths + 1, ar_inputs.size(1)))
+        ar_input_valid = lengths_to_mask(ref_tokens_lengths + 1, ar_inputs.size(1))
+        ar_logits = self.ar.full_logits(prefix, prefix_valid, ar_inputs, ar_input_valid)
         ar_targets = F.pad(first_codes.masked_fill(~ref_valid, IGNORE_ID), (0, 1), value=IGNORE_ID)
         ar_targets[torch.arange(batch, device=ar_targets.device), ref_tokens_lengths] = self.ar.end_id
         ar_loss, ar_accuracy = cross_entropy_and_accuracy(ar_logits, ar_targets)
@@ -283,6 +299,7 @@ class ArNarSynthesizer(AbsESPnetModel):
         token, at least one frame and at most ceil(max_length_ratio * T') frames; cfg_scale
         != 1 adds a phoneme-less pass and mixes the logits. Codebooks 2..Q are greedy.
         use_cache=False recomputes the whole sequence each step (slow; a cross-check).
+        Call it in eval mode: dropout would differ between steps.
         """
         self.check_codebooks("est_tokens", est_tokens)
         first_codes, lengths = self.generate_first_codebook(
@@ -332,7 +349,8 @@ class ArNarSynthesizer(AbsESPnetModel):
                 logits, caches = self.ar.step(self.ar.embed_targets(inputs[:, -1:], step), prefix_valid, caches)
             else:
                 all_valid = torch.ones_like(inputs, dtype=torch.bool)
-                logits = self.ar.full_logits(prefix, prefix_valid, self.ar.embed_targets(inputs), all_valid)[:, -1]
+                logits = self.ar.full_logits(prefix, prefix_valid, self.ar.embed_targets(inputs), all_valid)
+                logits = logits[:, -1]
             if guided:
                 logits = cfg_logits(logits[:batch], logits[batch:], cfg_scale)
             if step == 0:  # every output gets at least one frame

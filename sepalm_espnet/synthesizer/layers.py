@@ -77,6 +77,23 @@ class MultiCodebookEmbedding(nn.Module):
         return self.table(tokens.clamp(min=0) + offsets).sum(dim=2)
 
 
+class CodebookHeads(nn.Module):
+    """One linear output layer per codebook, stored as one (num_codebooks, out, in) tensor.
+
+    A training step uses one codebook's head; as slices of a single parameter the others get
+    zero gradients instead of none, so DDP needs no unused-parameter search.
+    """
+
+    def __init__(self, num_codebooks: int, in_features: int, out_features: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_features)  # nn.Linear's default initialisation
+        self.weight = nn.Parameter(torch.empty(num_codebooks, out_features, in_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(num_codebooks, out_features).uniform_(-bound, bound))
+
+    def forward(self, hidden: torch.Tensor, codebook: int) -> torch.Tensor:
+        return F.linear(hidden, self.weight[codebook], self.bias[codebook])
+
+
 def null_condition(
     ids: torch.Tensor, lengths: torch.Tensor, drop: torch.Tensor, null_id: int
 ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -188,7 +205,9 @@ class CachedDecoderLayer(nn.Module):
         return x, (key, value)
 
 
-def bidirectional_encoder(d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int) -> nn.TransformerEncoder:
+def bidirectional_encoder(
+    d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int
+) -> nn.TransformerEncoder:
     """A pre-norm torch TransformerEncoder (batch first) with a final LayerNorm."""
     layer = nn.TransformerEncoderLayer(
         d_model, nhead, dim_feedforward, dropout, activation="gelu", batch_first=True, norm_first=True

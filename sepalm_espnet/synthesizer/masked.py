@@ -32,6 +32,7 @@ from torch import nn
 
 from sepalm_espnet.synthesizer.layers import (
     PAD_ID,
+    CodebookHeads,
     MultiCodebookEmbedding,
     bidirectional_encoder,
     cfg_logits,
@@ -46,7 +47,9 @@ from sepalm_espnet.synthesizer.layers import (
 CONDITION_DATA = {"semantic": "semantic", "phoneme": "phonemes"}
 
 
-def stretch_to_length(ids: torch.Tensor, lengths: torch.Tensor, target_lengths: torch.Tensor, num_frames: int) -> torch.Tensor:
+def stretch_to_length(
+    ids: torch.Tensor, lengths: torch.Tensor, target_lengths: torch.Tensor, num_frames: int
+) -> torch.Tensor:
     """(B, L) sequences of the given lengths -> (B, num_frames), nearest neighbour.
 
     Frame t of a target of length T reads source position floor(t * L / T); lengths >= 1.
@@ -59,17 +62,25 @@ def stretch_to_length(ids: torch.Tensor, lengths: torch.Tensor, target_lengths: 
 class SemanticSumBackbone(nn.Module):
     """Condition = semantic tokens added frame by frame; a bidirectional encoder over frames."""
 
-    def __init__(self, vocab_size: int, d_model: int, nhead: int, num_layers: int, dim_feedforward: int, dropout: float):
+    def __init__(
+        self, vocab_size: int, d_model: int, nhead: int, num_layers: int, dim_feedforward: int, dropout: float
+    ):
         super().__init__()
         self.null_id = vocab_size
         self.embedding = nn.Embedding(vocab_size + 1, d_model)  # + null condition
         self.encoder = bidirectional_encoder(d_model, nhead, dim_feedforward, dropout, num_layers)
 
     def forward(
-        self, frames: torch.Tensor, frame_lengths: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor, drop: torch.Tensor
+        self,
+        frames: torch.Tensor,
+        frame_lengths: torch.Tensor,
+        ids: torch.Tensor,
+        lengths: torch.Tensor,
+        drop: torch.Tensor,
     ) -> torch.Tensor:
         ids, lengths = null_condition(ids, lengths, drop, self.null_id)
-        condition = self.embedding(stretch_to_length(ids, lengths, frame_lengths, frames.size(1)).clamp(min=0))
+        stretched = stretch_to_length(ids, lengths, frame_lengths, frames.size(1))
+        condition = self.embedding(stretched.clamp(min=0))
         return self.encoder(frames + condition, src_key_padding_mask=~lengths_to_mask(frame_lengths, frames.size(1)))
 
 
@@ -91,7 +102,12 @@ class PhonemeCrossAttentionBackbone(nn.Module):
         self.decoder = nn.TransformerDecoder(layer, num_layers, norm=nn.LayerNorm(d_model))
 
     def forward(
-        self, frames: torch.Tensor, frame_lengths: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor, drop: torch.Tensor
+        self,
+        frames: torch.Tensor,
+        frame_lengths: torch.Tensor,
+        ids: torch.Tensor,
+        lengths: torch.Tensor,
+        drop: torch.Tensor,
     ) -> torch.Tensor:
         ids, lengths = null_condition(ids, lengths, drop, self.null_id)
         memory_padding = ~lengths_to_mask(lengths, ids.size(1))
@@ -140,7 +156,9 @@ class MaskedSynthesizer(AbsESPnetModel):
         if condition == "semantic":
             if semantic_vocab_size is None:
                 raise ValueError("condition 'semantic' needs semantic_vocab_size (the text-to-semantic units)")
-            self.backbone = SemanticSumBackbone(semantic_vocab_size, d_model, nhead, num_layers, dim_feedforward, dropout)
+            self.backbone = SemanticSumBackbone(
+                semantic_vocab_size, d_model, nhead, num_layers, dim_feedforward, dropout
+            )
         elif condition == "phoneme":
             if phoneme_vocab_size is None:
                 raise ValueError("condition 'phoneme' needs a phoneme token list (the task's --token_list)")
@@ -152,6 +170,7 @@ class MaskedSynthesizer(AbsESPnetModel):
         self.check_steps(inference_steps)
         self.condition = condition
         self.num_codebooks = num_codebooks
+        self.codebook_size = codebook_size
         self.mask_id = codebook_size
         self.d_model = d_model
         self.cond_drop_prob = cond_drop_prob
@@ -159,7 +178,7 @@ class MaskedSynthesizer(AbsESPnetModel):
         self.est_embedding = MultiCodebookEmbedding(num_codebooks, codebook_size, d_model)
         self.target_embedding = MultiCodebookEmbedding(num_codebooks, codebook_size + 1, d_model)  # + [MASK]
         self.codebook_embedding = nn.Embedding(num_codebooks, d_model)
-        self.heads = nn.ModuleList(nn.Linear(d_model, codebook_size) for _ in range(num_codebooks))
+        self.heads = CodebookHeads(num_codebooks, d_model, codebook_size)
 
     @staticmethod
     def check_steps(steps: Sequence[int]) -> None:
@@ -167,8 +186,11 @@ class MaskedSynthesizer(AbsESPnetModel):
             raise ValueError(f"inference_steps must be a non-empty list of positive counts, got {list(steps)}")
 
     def check_codebooks(self, name: str, tokens: torch.Tensor) -> None:
+        """Tokens of another codec would silently read other codebooks' embedding rows."""
         if tokens.ndim != 3 or tokens.size(2) != self.num_codebooks:
             raise ValueError(f"{name}: expected (B, T, {self.num_codebooks}) tokens, got {tuple(tokens.shape)}")
+        if tokens.numel() and int(tokens.max()) >= self.codebook_size:
+            raise ValueError(f"{name}: token {int(tokens.max())} is outside the codebook of {self.codebook_size}")
 
     def select_condition(
         self,
@@ -201,7 +223,7 @@ class MaskedSynthesizer(AbsESPnetModel):
             + segment_positions(est_tokens.size(1), self.d_model, est_tokens.device)
         )
         hidden = self.backbone(frames, lengths, condition_ids, condition_lengths, drop)
-        return self.heads[codebook](hidden)
+        return self.heads(hidden, codebook)
 
     def forward(
         self,
@@ -234,7 +256,8 @@ class MaskedSynthesizer(AbsESPnetModel):
         fraction = cosine_schedule(torch.rand(batch, device=device))
         num_masked = torch.ceil(lengths * fraction).long().clamp(min=1)  # u < 1: at least one frame
         order = torch.rand(batch, length, device=device).masked_fill(~valid, float("inf")).argsort(dim=1)
-        masked = torch.zeros_like(valid).scatter(1, order, torch.arange(length, device=device).expand(batch, -1) < num_masked[:, None])
+        masked_in_order = torch.arange(length, device=device).expand(batch, -1) < num_masked[:, None]
+        masked = torch.zeros_like(valid).scatter(1, order, masked_in_order)
         current = ref_tokens[..., codebook].masked_fill(masked, self.mask_id)
         target_tokens = torch.cat([ref_tokens[..., :codebook], current[..., None]], dim=2)
 
@@ -290,7 +313,9 @@ class MaskedSynthesizer(AbsESPnetModel):
                 target_tokens = torch.cat([codes, current[..., None]], dim=2)
                 if guided:
                     target_tokens = target_tokens.repeat(2, 1, 1)
-                logits = self.codebook_logits(est_tokens, lengths, target_tokens, condition_ids, condition_lengths, drop)
+                logits = self.codebook_logits(
+                    est_tokens, lengths, target_tokens, condition_ids, condition_lengths, drop
+                )
                 if guided:
                     logits = cfg_logits(logits[:batch], logits[batch:], cfg_scale)
                 sampled, probabilities = sample_tokens(logits, temperature, top_k, top_p)
@@ -322,7 +347,8 @@ class MaskedSynthesizer(AbsESPnetModel):
         """Synthesize S: (B, T', Q) tokens (PAD_ID after each length) and the (B,) lengths T'.
 
         steps: rounds per codebook (default: the model's inference_steps); temperature 0 is
-        greedy; cfg_scale != 1 adds a condition-less pass and mixes the logits.
+        greedy; cfg_scale != 1 adds a condition-less pass and mixes the logits. Call it in
+        eval mode (dropout off).
         """
         final_tokens: Dict[int, torch.Tensor] = {}
         for state in self.decoding_steps(
@@ -331,4 +357,5 @@ class MaskedSynthesizer(AbsESPnetModel):
         ):
             final_tokens[state.codebook] = state.tokens
         codes = torch.stack([final_tokens[codebook] for codebook in range(self.num_codebooks)], dim=2)
-        return codes.masked_fill(~lengths_to_mask(est_tokens_lengths, codes.size(1))[..., None], PAD_ID), est_tokens_lengths
+        padding = ~lengths_to_mask(est_tokens_lengths, codes.size(1))
+        return codes.masked_fill(padding[..., None], PAD_ID), est_tokens_lengths

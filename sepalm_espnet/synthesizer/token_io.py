@@ -18,8 +18,16 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Mapp
 import kaldiio
 import numpy as np
 
-from sepalm_espnet.data.format import convert_audio, load_scp_audio
-from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, atomic_path, read_kv, write_kv
+from sepalm_espnet.data.format import load_mono
+from sepalm_espnet.data.kaldi_dir import (
+    DataDirError,
+    PathLike,
+    atomic_path,
+    read_key_file,
+    read_kv,
+    select_entries,
+    write_kv,
+)
 
 if TYPE_CHECKING:
     from sepalm_espnet.synthesizer.codec import DacCodec
@@ -115,17 +123,6 @@ def merge_token_scps(scp_paths: Sequence[PathLike], out_scp: PathLike, expected_
     write_kv(out_scp, merged)
 
 
-def select_entries(wav_scp: PathLike, key_file: Optional[PathLike]) -> Dict[str, str]:
-    entries = read_kv(wav_scp)
-    if key_file is None:
-        return entries
-    keys = list(read_kv(key_file, allow_empty_value=True))
-    missing = [key for key in keys if key not in entries]
-    if missing:
-        raise DataDirError(f"{key_file}: {len(missing)} keys not in {wav_scp}, e.g. '{missing[0]}'")
-    return {key: entries[key] for key in keys}
-
-
 def tokenize_wav_scp(
     codec: "DacCodec",
     wav_scp: PathLike,
@@ -139,20 +136,14 @@ def tokenize_wav_scp(
     Audio is downmixed and resampled to the codec rate (soxr) when needed; utterances are
     batched with others of similar length and each keeps ceil(len / hop) frames.
     """
-    entries = select_entries(wav_scp, key_file)
+    entries = select_entries(wav_scp, read_key_file(key_file))
     keys = list(entries)
-    rates_seen = set()
     window = batch_size * SORT_WINDOW_BATCHES
     with token_writer(ark_path, scp_path, codec.codebook_size) as write:
         for start in range(0, len(keys), window):
             waves: Dict[str, np.ndarray] = {}
             for key in keys[start : start + window]:
-                where = f"{wav_scp} (key {key})"
-                data, fs = load_scp_audio(entries[key], where)
-                if fs != codec.sample_rate and fs not in rates_seen:
-                    logger.info("%s: resampling %d Hz audio to the codec's %d Hz", where, fs, codec.sample_rate)
-                rates_seen.add(fs)
-                waves[key] = convert_audio(data, fs, codec.sample_rate, where).astype(np.float32)
+                waves[key] = load_mono(entries[key], f"{wav_scp} (key {key})", codec.sample_rate)
             by_length: List[str] = sorted(waves, key=lambda k: len(waves[k]))
             for first in range(0, len(by_length), batch_size):
                 batch = by_length[first : first + batch_size]

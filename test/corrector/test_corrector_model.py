@@ -1,6 +1,7 @@
 """AudioLMCorrector on tiny LLaMAs: unit tokens, LoRA parameter counts, loss, gradients, export."""
 import math
 
+import numpy as np
 import pytest
 import torch
 from peft import PeftModel
@@ -76,7 +77,7 @@ def text_only_dir(text_tokenizer, tmp_path_factory):
 def batch(tokenizer):
     encoded = [encode_prompt(tokenizer, *example) for example in EXAMPLES]
     data = [
-        (f"utt{i}", {"input_ids": torch.tensor(e.input_ids).numpy(), "labels": torch.tensor(e.labels).numpy()})
+        (f"utt{i}", {"input_ids": np.asarray(e.input_ids), "labels": np.asarray(e.labels)})
         for i, e in enumerate(encoded)
     ]
     _, batch = CorrectorCollateFn(tokenizer.eos_token_id)(data)
@@ -206,7 +207,8 @@ def test_adapter_export_and_merge_give_the_same_lm(tokenizer, text_only_dir, bat
     merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged")).eval()
     with torch.no_grad():
         for lm in (from_adapter, corrector.lm, merged):
-            torch.testing.assert_close(lm(input_ids=batch["input_ids"]).logits, reference, atol=1e-4, rtol=1e-4)
+            logits = lm(input_ids=batch["input_ids"]).logits
+            torch.testing.assert_close(logits, reference, atol=1e-4, rtol=1e-4)
     assert not corrector.use_lora and isinstance(corrector.lm, LlamaForCausalLM)
 
 

@@ -105,7 +105,7 @@ def test_label_spans_refuse_a_third_span():
         ("Preliminary transcription: A B. Corrected transcription: A C <eoa>", ("A B", "A C")),
         ("Preliminary transcription:  A  B .Corrected transcription:A C<eoa>.\n", ("A B", "A C")),
         ("Preliminary transcription: . Corrected transcription: <eoa>", ("", "")),
-        ("Preliminary transcription: IT IS 3.5 M. Corrected transcription: IT IS 3.5 M <eoa>", ("IT IS 3.5 M",) * 2),
+        ("Preliminary transcription: 3.5 M. Corrected transcription: 3.5 M <eoa>", ("3.5 M", "3.5 M")),
     ],
 )
 def test_parse_output_reads_well_formed_answers(answer, expected):

@@ -11,8 +11,6 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[2]
 MINI_CONFIG = REPO / "egs2/TEMPLATE/sepalm1/conf/tuning/train_sep_sepformer_mini.yaml"
 FS = 8000
-# ESPnet 202511's chunk iterator calls int() on a 1-element array, an error since numpy 2.4.
-NUMPY_BREAKS_ESPNET_CHUNKS = tuple(int(v) for v in np.__version__.split(".")[:2]) >= (2, 4)
 # Even smaller than the mini config: 16 filters, d_model 16, 2 heads, chunks of 10 frames.
 SHRINK = [
     "--encoder_conf", "channel=16", "--decoder_conf", "channel=16",
@@ -53,11 +51,6 @@ def run_module(module: str, *args) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    NUMPY_BREAKS_ESPNET_CHUNKS,
-    reason="espnet2/iterators/chunk_iter_factory.py needs numpy<2.4 (int(state.choice(...)))",
-    strict=True,
-)
 def test_train_one_epoch_then_separate(tmp_path):
     train = make_data_dir(tmp_path / "train", [f"tr{i}" for i in range(4)], seed=0)
     valid = make_data_dir(tmp_path / "valid", ["cv0", "cv1"], seed=1)

@@ -49,10 +49,10 @@ def test_forward_backward_gives_finite_loss_and_gradients(batch):
     assert torch.isfinite(loss) and int(weight) == 3
     assert set(stats) == {"loss", "ar_loss", "ar_acc", "nar_loss", "nar_acc"}
     assert torch.allclose(stats["loss"], stats["ar_loss"] + stats["nar_loss"])
-    for module in (model.ar, model.nar.encoder, model.nar.est_embedding):
-        grads = [p.grad for p in module.parameters()]
-        assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    assert any(float(g.abs().sum()) > 0 for g in (h.weight.grad for h in model.nar.heads if h.weight.grad is not None))
+    grads = [p.grad for p in model.parameters()]  # every parameter, for DDP without unused-parameter search
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    head_grads = model.nar.heads.weight.grad.flatten(1).abs().sum(dim=1)
+    assert int((head_grads > 0).sum()) == 1  # one random codebook 2..Q per batch
 
 
 def test_padding_does_not_change_the_loss(batch):
@@ -145,9 +145,11 @@ def test_generation_stops_at_the_end_token_or_the_length_cap(batch):
     assert ((tokens[valid] >= 0) & (tokens[valid] < CODEBOOK_SIZE)).all() and (tokens[~valid] == PAD_ID).all()
 
 
-def test_wrong_number_of_codebooks_is_refused(batch):
+def test_tokens_of_another_codec_are_refused(batch):
     with pytest.raises(ValueError, match=r"\(B, T, 3\)"):
         tiny_model()(**dict(batch, ref_tokens=batch["ref_tokens"][..., :2]))
+    with pytest.raises(ValueError, match="outside the codebook of 16"):
+        tiny_model()(**dict(batch, est_tokens=batch["est_tokens"] + CODEBOOK_SIZE))
 
 
 def test_cfg_combination_formula():

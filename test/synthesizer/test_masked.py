@@ -70,7 +70,7 @@ def test_forward_backward_gives_finite_loss_and_gradients(batch, condition):
     loss.backward()
     assert torch.isfinite(loss) and int(weight) == 3 and set(stats) == {"loss", "acc", "masked_fraction"}
     assert 0 < float(stats["masked_fraction"]) <= 1
-    grads = [p.grad for p in model.backbone.parameters()] + [model.est_embedding.table.weight.grad]
+    grads = [p.grad for p in model.parameters()]  # every parameter, for DDP without unused-parameter search
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 

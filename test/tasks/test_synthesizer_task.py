@@ -4,10 +4,12 @@ Only the subprocesses import `espnet2.tasks` (20 s of imports); the rest stays l
 YAMLs build their models on the meta device, and the trained checkpoints are loaded back from
 config.yaml + .pth without the task.
 """
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import List, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ import yaml
 
 from sepalm_espnet.synthesizer.ar_nar import ArNarSynthesizer
 from sepalm_espnet.synthesizer.g2p import TokenList
+from sepalm_espnet.synthesizer.layers import PAD_ID
 from sepalm_espnet.synthesizer.masked import MaskedSynthesizer
 from sepalm_espnet.synthesizer.token_io import TokenReader, write_tokens
 
@@ -27,7 +30,7 @@ FRAMES = {"utt0": 12, "utt1": 9, "utt2": 15, "utt3": 10}
 MINI_CODEBOOKS, MINI_CODEBOOK_SIZE, SEMANTIC_VOCAB = 4, 256, 50
 
 
-def build_from_config(config: dict, phoneme_vocab_size: int) -> torch.nn.Module:
+def build_from_config(config: dict, phoneme_vocab_size: Optional[int]) -> torch.nn.Module:
     return MODELS[config["model"]](**config["model_conf"], phoneme_vocab_size=phoneme_vocab_size)
 
 
@@ -75,32 +78,71 @@ def make_data_dir(path: Path, seed: int) -> Path:
     return path
 
 
+# The two runs cover both kinds of YAML (the paper's batching by token count, the mini's by
+# utterance count); the paper one is shrunk to CPU size on the command line.
+RUNS = {
+    "ar_nar": dict(
+        config="train_syn_ar_nar_mini.yaml",
+        streams=["est_tokens", "ref_tokens", "phonemes"],
+        options=["--token_list", "{data}/tokens.txt", "--batch_size", "2"],
+    ),
+    "masked": dict(  # the paper's condition, semantic tokens; needs no token list
+        config="train_syn_masked_paper.yaml",
+        streams=["est_tokens", "ref_tokens", "semantic"],
+        options=[
+            "--batch_bins", "200", "--num_workers", "0",
+            *[f"--model_conf={key}={value}" for key, value in dict(
+                num_codebooks=MINI_CODEBOOKS, codebook_size=MINI_CODEBOOK_SIZE, d_model=32, nhead=4, num_layers=1,
+                dim_feedforward=64, semantic_vocab_size=SEMANTIC_VOCAB,
+            ).items()],
+        ],
+    ),
+}
+DATA_FILES = {
+    "est_tokens": ("est_tokens.scp", "kaldi_ark"),
+    "ref_tokens": ("ref_tokens.scp", "kaldi_ark"),
+    "phonemes": ("phonemes", "text"),
+    "semantic": ("semantic", "text_int"),
+}
+
+
+def test_paper_and_mini_configs_set_the_same_options():
+    """Each run of the integration test checks one YAML per pair against ESPnet's parser."""
+    for size in ("paper", "mini"):
+        ar_nar, masked = (yaml.safe_load((TUNING / f"train_syn_{model}_{size}.yaml").read_text()) for model in MODELS)
+        assert set(ar_nar) == set(masked)
+        assert {key: value for key, value in ar_nar.items() if key not in ("model", "model_conf")} == {
+            key: value for key, value in masked.items() if key not in ("model", "model_conf")
+        }
+
+
 def train_command(model: str, data: Path, exp: Path):
-    streams = [("est_tokens.scp", "est_tokens", "kaldi_ark"), ("ref_tokens.scp", "ref_tokens", "kaldi_ark"),
-               ("phonemes", "phonemes", "text")]
-    extra = []
-    if model == "masked":  # the paper's condition (the mini YAML conditions on phonemes)
-        streams.append(("semantic", "semantic", "text_int"))
-        extra = ["--model_conf", "condition=semantic", "--model_conf", f"semantic_vocab_size={SEMANTIC_VOCAB}"]
+    run = RUNS[model]
     args = [
-        "--config", TUNING / f"train_syn_{model}_mini.yaml", "--token_list", data / "tokens.txt",
-        "--output_dir", exp, "--ngpu", "0", "--max_epoch", "1", "--num_iters_per_epoch", "1", "--batch_size", "2",
-        "--use_matplotlib", "false", "--use_tensorboard", "false", *extra,
+        "--config", TUNING / run["config"], *[option.format(data=data) for option in run["options"]],
+        "--output_dir", exp, "--ngpu", "0", "--max_epoch", "1", "--num_iters_per_epoch", "1",
+        "--use_matplotlib", "false", "--use_tensorboard", "false",
     ]
     for split in ("train", "valid"):
-        for file, name, kind in streams:
+        for name in run["streams"]:
+            file, kind = DATA_FILES[name]
             args += [f"--{split}_data_path_and_name_and_type", f"{data / file},{name},{kind}"]
         args += [f"--{split}_shape_file", data / "ref_tokens_shape", f"--{split}_shape_file", data / "est_tokens_shape"]
     return [sys.executable, "-m", "sepalm_espnet.bin.syn_train", *map(str, args)]
 
 
-def load_trained(exp: Path, token_list: TokenList) -> torch.nn.Module:
-    """config.yaml (which build_model made carry the token list itself) + the best weights."""
+def load_trained(exp: Path) -> Tuple[torch.nn.Module, dict]:
+    """The model from config.yaml (build_model made it carry the token list) + the best weights."""
     config = yaml.safe_load((exp / "config.yaml").read_text())
-    assert config["token_list"] == token_list.tokens
-    model = build_from_config(config, phoneme_vocab_size=len(config["token_list"]))
+    token_list = config["token_list"]
+    model = build_from_config(config, phoneme_vocab_size=None if token_list is None else len(token_list))
     model.load_state_dict(torch.load(exp / "valid.loss.best.pth", map_location="cpu", weights_only=True))
-    return model.eval()
+    return model.eval(), config
+
+
+def padded_batch(sequences: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(sequence) for sequence in sequences])
+    return torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True, padding_value=PAD_ID), lengths
 
 
 @pytest.mark.integration
@@ -117,22 +159,19 @@ def test_one_training_step_of_each_model_then_generate(tmp_path):
         _, stderr = run.communicate(timeout=300)
         assert run.returncode == 0, f"{model}: {stderr[-4000:]}"
 
-    token_list = TokenList.from_file(data / "tokens.txt")
     keys = ["utt1", "utt3"]
-    est = [torch.from_numpy(TokenReader(data / "est_tokens.scp")[key]).T for key in keys]
-    est_tokens = torch.nn.utils.rnn.pad_sequence(est, batch_first=True, padding_value=-1)
-    est_lengths = torch.tensor([len(tokens) for tokens in est])
-    phonemes = torch.nn.utils.rnn.pad_sequence(
-        [torch.tensor(token_list.encode(PHONEMES[key])) for key in keys], batch_first=True, padding_value=-1
-    )
-    phoneme_lengths = torch.tensor([len(token_list.encode(PHONEMES[key])) for key in keys])
-    semantic = torch.randint(0, SEMANTIC_VOCAB, (2, 12))
+    token_list = TokenList.from_file(data / "tokens.txt")
+    est_tokens, est_lengths = padded_batch([torch.from_numpy(TokenReader(data / "est_tokens.scp")[key]).T for key in keys])
+    phonemes, phoneme_lengths = padded_batch([torch.tensor(token_list.encode(PHONEMES[key])) for key in keys])
 
-    ar_nar = load_trained(tmp_path / "ar_nar", token_list)
+    ar_nar, config = load_trained(tmp_path / "ar_nar")
+    assert config["token_list"] == token_list.tokens
     tokens, lengths = ar_nar.generate(est_tokens, est_lengths, phonemes, phoneme_lengths, top_k=20, cfg_scale=1.5)
-    assert tokens.shape[2] == MINI_CODEBOOKS and int(lengths.max()) <= int(np.ceil(1.5 * 10))
+    assert tokens.shape[2] == MINI_CODEBOOKS and int(lengths.max()) <= math.ceil(1.5 * 10)
 
-    masked = load_trained(tmp_path / "masked", token_list)
-    tokens, lengths = masked.generate(est_tokens, est_lengths, semantic=semantic, semantic_lengths=torch.tensor([12, 9]),
-                                      cfg_scale=1.5)
+    masked, config = load_trained(tmp_path / "masked")
+    assert config["model_conf"]["condition"] == "semantic" and config["token_list"] is None
+    semantic, semantic_lengths = padded_batch([torch.randint(0, SEMANTIC_VOCAB, (n,)) for n in (12, 9)])
+    tokens, lengths = masked.generate(est_tokens, est_lengths, semantic=semantic, semantic_lengths=semantic_lengths,
+                                      steps=[4, 1], cfg_scale=1.5)
     assert tokens.shape == (2, 10, MINI_CODEBOOKS) and torch.equal(lengths, est_lengths)
