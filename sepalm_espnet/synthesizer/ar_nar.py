@@ -32,6 +32,7 @@ from sepalm_espnet.synthesizer.layers import (
     MultiCodebookEmbedding,
     bidirectional_encoder,
     cfg_logits,
+    check_codec_tokens,
     lengths_to_mask,
     null_condition,
     sample_tokens,
@@ -224,11 +225,7 @@ class ArNarSynthesizer(AbsESPnetModel):
         )
 
     def check_codebooks(self, name: str, tokens: torch.Tensor) -> None:
-        """Tokens of another codec would silently read other codebooks' embedding rows."""
-        if tokens.ndim != 3 or tokens.size(2) != self.num_codebooks:
-            raise ValueError(f"{name}: expected (B, T, {self.num_codebooks}) tokens, got {tuple(tokens.shape)}")
-        if tokens.numel() and int(tokens.max()) >= self.codebook_size:
-            raise ValueError(f"{name}: token {int(tokens.max())} is outside the codebook of {self.codebook_size}")
+        check_codec_tokens(name, tokens, self.num_codebooks, self.codebook_size)
 
     def forward(
         self,

@@ -213,3 +213,11 @@ def bidirectional_encoder(
         d_model, nhead, dim_feedforward, dropout, activation="gelu", batch_first=True, norm_first=True
     )
     return nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
+
+
+def check_codec_tokens(name: str, tokens: torch.Tensor, num_codebooks: int, codebook_size: int) -> None:
+    """Tokens of another codec would silently read other codebooks' embedding rows."""
+    if tokens.ndim != 3 or tokens.size(2) != num_codebooks:
+        raise ValueError(f"{name}: expected (B, T, {num_codebooks}) tokens, got {tuple(tokens.shape)}")
+    if tokens.numel() and int(tokens.max()) >= codebook_size:
+        raise ValueError(f"{name}: token {int(tokens.max())} is outside the codebook of {codebook_size}")

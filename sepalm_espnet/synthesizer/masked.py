@@ -36,6 +36,7 @@ from sepalm_espnet.synthesizer.layers import (
     MultiCodebookEmbedding,
     bidirectional_encoder,
     cfg_logits,
+    check_codec_tokens,
     cosine_schedule,
     lengths_to_mask,
     null_condition,
@@ -186,11 +187,7 @@ class MaskedSynthesizer(AbsESPnetModel):
             raise ValueError(f"inference_steps must be a non-empty list of positive counts, got {list(steps)}")
 
     def check_codebooks(self, name: str, tokens: torch.Tensor) -> None:
-        """Tokens of another codec would silently read other codebooks' embedding rows."""
-        if tokens.ndim != 3 or tokens.size(2) != self.num_codebooks:
-            raise ValueError(f"{name}: expected (B, T, {self.num_codebooks}) tokens, got {tuple(tokens.shape)}")
-        if tokens.numel() and int(tokens.max()) >= self.codebook_size:
-            raise ValueError(f"{name}: token {int(tokens.max())} is outside the codebook of {self.codebook_size}")
+        check_codec_tokens(name, tokens, self.num_codebooks, self.codebook_size)
 
     def select_condition(
         self,
