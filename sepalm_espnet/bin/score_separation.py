@@ -16,11 +16,11 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
+from sepalm_espnet.data.kaldi_dir import read_key_file
 from sepalm_espnet.metrics.separation import (
     PERMUTATION_FILE,
     merge_score_dirs,
     permutations_of_dirs,
-    read_keys,
     score_dirs,
     write_permutation,
     write_scores,
@@ -49,7 +49,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.merge_dirs:
         merge_score_dirs(args.merge_dirs, args.out_dir)
     elif args.ref_dir and args.est_dir:
-        keys = read_keys(args.key_file) if args.key_file else None
+        keys = read_key_file(args.key_file)
         if args.permutation_only:
             permutations = permutations_of_dirs(args.ref_dir, args.est_dir, keys)
             write_permutation(Path(args.out_dir) / PERMUTATION_FILE, permutations)

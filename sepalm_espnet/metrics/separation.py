@@ -179,11 +179,6 @@ def speaker_count(ref_dir: PathLike) -> int:
     return n_spk
 
 
-def read_keys(key_file: PathLike) -> List[str]:
-    """Keys of a JOB split: the first column of any Kaldi-style file."""
-    return list(read_kv(key_file, allow_empty_value=True))
-
-
 def _check_keys(keys: Sequence[str], scp: Mapping[str, str], path: Path, exact: bool) -> None:
     for key in keys:
         if key not in scp:

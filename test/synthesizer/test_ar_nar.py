@@ -19,15 +19,8 @@ def tiny_model(**overrides) -> ArNarSynthesizer:
     return ArNarSynthesizer(**{**conf, **overrides})
 
 
-def padded(lengths, width, high, extra_dims=()):
-    """Random ids in [0, high) with PAD_ID after each length, like ESPnet's collate."""
-    tokens = torch.randint(0, high, (len(lengths), width, *extra_dims))
-    valid = lengths_to_mask(torch.tensor(lengths), width)
-    return tokens.masked_fill(~valid.view(*valid.shape, *[1] * len(extra_dims)), PAD_ID), torch.tensor(lengths)
-
-
 @pytest.fixture
-def batch():
+def batch(padded):
     torch.manual_seed(1)
     est, est_lengths = padded([9, 6, 4], 9, CODEBOOK_SIZE, (NUM_CODEBOOKS,))
     ref, ref_lengths = padded([8, 6, 5], 8, CODEBOOK_SIZE, (NUM_CODEBOOKS,))
