@@ -123,3 +123,13 @@ class SeparatorModel:
             shortfall = max(0, len(samples) - estimates.shape[1])
             estimates = np.pad(estimates, ((0, 0), (0, shortfall)))[:, : len(samples)]
         return [np.ascontiguousarray(estimate, dtype=np.float32) for estimate in estimates]
+
+
+def __getattr__(name: str):
+    """`from sepalm_espnet.inference import SepALM`: the pipeline module imports this one, so it
+    is loaded on first use."""
+    if name in ("SepALM", "SeparatedSpeaker"):
+        from sepalm_espnet import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,11 +8,16 @@ Layout (every member but meta.yaml is listed in meta.yaml with its SHA-256):
     <component>/config.yaml      training config, with paths rewritten to stay inside the archive
     <component>/model.safetensors
     <component>/<config key>.<ext>   files the config refers to (e.g. feature stats), carried in
+    <component>/<role><ext>      any other file of the component (centers.npy, codec.pth, ...)
+    <component>/<role>/...       a directory role (e.g. a tokenizer), every file under it
 
-Weights are stored as safetensors and read back without unpickling; a `.pth` is only ever
-read with `torch.load(weights_only=True)`. Unpacking refuses members that could escape the
-destination (absolute paths, `..`, symlinks) or that meta.yaml does not list, and checks every
-checksum before anything is used.
+A system packs several components (separator, kmeans, corrector, synthesizer, codec, t2s,
+aligner, token lists); each needs only the roles it has. Weights are stored as safetensors and
+read back without unpickling; a `.pth` is only ever read with `torch.load(weights_only=True)`,
+and packing refuses torch files that hold anything but tensors and plain containers, and
+pickles. Unpacking refuses members that could escape the destination (absolute paths, `..`,
+symlinks) or that meta.yaml does not list, archives too large or too compressed to be a model
+(zip bombs, `UnpackLimits`), and checks every checksum before anything is used.
 """
 from __future__ import annotations
 
@@ -26,8 +31,9 @@ import shutil
 import stat
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 import safetensors.torch
 import torch
@@ -39,8 +45,18 @@ from sepalm_espnet.data.kaldi_dir import PathLike, atomic_path
 FORMAT_VERSION = 1
 META_NAME = "meta.yaml"
 SEPARATOR_COMPONENT = "separator"
+KMEANS_COMPONENT = "kmeans"
+CORRECTOR_COMPONENT = "corrector"
+SYNTHESIZER_COMPONENT = "synthesizer"
+CODEC_COMPONENT = "codec"
+T2S_COMPONENT = "t2s"
+ALIGNER_COMPONENT = "aligner"
 CONFIG_ROLE = "config"
 MODEL_ROLE = "model"
+# torch.save files: packed only if they load with weights_only=True. `.bin` is checked only when
+# it is a torch file (CTranslate2's model.bin is not). Pickles are never packed.
+TORCH_SUFFIXES = (".pth", ".pt", ".ckpt")
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 
 # Keys of an ESPnet training config whose paths only the training run reads or writes (data
 # lists, shape files, output and init locations). Inference never needs them, so they are
@@ -66,6 +82,26 @@ from sepalm_espnet.inference import SeparatorModel
 model = SeparatorModel.from_pretrained("{archive}")
 estimates = model.separate("mixture.wav")  # one float32 array per speaker, at the input's rate
 """
+COMPONENTS_USAGE = """\
+from sepalm_espnet import zoo
+
+root = zoo.unpack("{archive}")  # verified against meta.yaml's checksums, cached
+files = zoo.component_files(root, "{component}")  # {role: path}
+"""
+
+
+@dataclass(frozen=True)
+class UnpackLimits:
+    """What an archive may expand to before unpacking refuses it (a zip bomb guard).
+
+    Deflate compresses at most ~1030:1; weights and configs compress far less, so a large member
+    above `max_ratio` is refused as crafted.
+    """
+
+    max_total_bytes: int = 20 * 1024**3
+    max_members: int = 10_000
+    max_ratio: float = 200.0
+    ratio_min_bytes: int = 1024**2  # small members (a YAML of zeros) may legitimately compress well
 
 
 class ArchiveError(ValueError):
@@ -156,9 +192,11 @@ def portable_config(
             continue
         dotted = ".".join(key_path)
         source = Path(value)
-        if source.is_dir():
-            raise ArchiveError(f"config key {dotted}: {value} is a directory; only files can be carried")
-        if source.is_file():
+        if source.is_dir():  # e.g. the corrector's tokenizer_dir: carried file by file
+            member = f"{component}/{dotted}"
+            replacements[value] = member
+            carried[dotted] = (member, source)
+        elif source.is_file():
             member = f"{component}/{dotted}{source.suffix}"
             replacements[value] = member
             carried[dotted] = (member, source)
@@ -169,7 +207,7 @@ def portable_config(
     return _replace_leaves(config, replacements), carried
 
 
-def model_card(meta: Mapping[str, Any], usage: str, results_md: Optional[str]) -> str:
+def model_card_text(meta: Mapping[str, Any], usage: str, results_md: Optional[str]) -> str:
     lines = [f"# {meta['name']}", "", "Packed with sepalm_espnet. Components:", ""]
     lines += ["| component | role | file |", "|---|---|---|"]
     for component, roles in meta["components"].items():
@@ -182,35 +220,113 @@ def model_card(meta: Mapping[str, Any], usage: str, results_md: Optional[str]) -
     return "\n".join(lines)
 
 
+def check_torch_file(path: PathLike) -> None:
+    """Refuse a torch.save file holding anything torch.load(weights_only=True) would not load.
+
+    Unlike `read_state_dict`, nested containers are fine: DAC's codec file is
+    {'state_dict': ..., 'metadata': {'kwargs': ...}} (see synthesizer.codec.load_dac).
+    """
+    try:
+        try:  # memory-mapped: a multi-GB checkpoint is checked without being read into memory
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            torch.load(path, map_location="cpu", weights_only=True)  # legacy (pre-zip) format
+    except Exception as exc:  # pickle.UnpicklingError for objects; others for torch.package files
+        raise UnsafeWeightsError(
+            f"{path}: refusing to pack a torch file that does not load with weights_only=True "
+            f"(it holds pickled objects, or is a torch.package archive): {exc}"
+        ) from exc
+
+
+def _is_torch_file(path: Path) -> bool:
+    if path.suffix in TORCH_SUFFIXES:
+        return True
+    if path.suffix != ".bin":
+        return False
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip (PK) or, in the legacy format, a pickle (protocol opcode 0x80).
+    return head[:2] == b"PK" or head[:1] == b"\x80"
+
+
+def _check_packable_file(component: str, role: str, path: Path) -> None:
+    if path.suffix in PICKLE_SUFFIXES:
+        raise UnsafeWeightsError(
+            f"component {component}: {role} file {path} is a pickle; loading it could run arbitrary "
+            "code (convert it to arrays first, e.g. fit_kmeans --sklearn_model)"
+        )
+    if _is_torch_file(path):
+        check_torch_file(path)
+
+
+def _plain_name(what: str, name: str) -> None:
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise ArchiveError(f"invalid {what} name {name!r}")
+
+
+def _directory_members(component: str, role: str, directory: Path) -> Dict[str, Path]:
+    """Every file under a directory role, as <component>/<role>/<relative path>; hidden files
+    (the recipe's .done/.signature markers) stay behind."""
+    members: Dict[str, Path] = {}
+    for path in sorted(directory.rglob("*")):
+        if path.is_dir() or any(part.startswith(".") for part in path.relative_to(directory).parts):
+            continue
+        if not path.is_file():
+            raise ArchiveError(f"component {component}: {path} is neither a file nor a directory")
+        relative = path.relative_to(directory).as_posix()
+        member = f"{component}/{role}/{relative}"
+        _check_member_name(directory, member)
+        _check_packable_file(component, role, path)
+        members[member] = path
+    if not members:
+        raise ArchiveError(f"component {component}: {role} directory {directory} holds no files")
+    return members
+
+
+def _default_usage(components: Mapping[str, Any]) -> str:
+    if SEPARATOR_COMPONENT in components:
+        return SEPARATOR_USAGE
+    return COMPONENTS_USAGE.replace("{component}", next(iter(components)))
+
+
 def pack(
     out_path: PathLike,
     components: Mapping[str, Mapping[str, PathLike]],
     results_md: Optional[PathLike] = None,
     extra: Optional[Mapping[str, Any]] = None,
     config_overrides: Optional[Mapping[str, Mapping[str, Any]]] = None,
-    usage: str = SEPARATOR_USAGE,
+    usage: Optional[str] = None,
+    model_card: Optional[PathLike] = None,
 ) -> Path:
     """Write an archive atomically; return its path.
 
     components: {name: {role: path}}. Role `config` (a YAML training config) is made portable,
-    role `model` (.pth or .safetensors) is stored as safetensors, any other role is copied as
-    `<name>/<role><suffix>`. config_overrides: {name: {key: value}} set in that config (e.g. the
-    sample rate a run forgot to record). extra: free-form YAML-safe metadata for meta.yaml.
-    `usage` is the model card's code snippet; "{archive}" in it becomes the archive's file name.
+    role `model` (.pth or .safetensors) is stored as safetensors, any other file role is copied
+    as `<name>/<role><suffix>` and a directory role file by file under `<name>/<role>/`.
+    config_overrides: {name: {key: value}} set in that config (e.g. the sample rate a run
+    forgot to record). extra: free-form YAML-safe metadata for meta.yaml. `usage` is the
+    generated model card's code snippet ("{archive}" in it becomes the archive's file name);
+    `model_card` replaces the generated README.md.
     """
     out_path = Path(out_path)
     if not components:
         raise ArchiveError("nothing to pack: no components given")
-    members: Dict[str, bytes] = {}
+    members: Dict[str, Union[bytes, Path]] = {}
     roles_by_component: Dict[str, Dict[str, str]] = {}
     for component, roles in components.items():
-        if "/" in component or component in ("", ".", ".."):
-            raise ArchiveError(f"invalid component name {component!r}")
-        if CONFIG_ROLE not in roles or MODEL_ROLE not in roles:
-            raise ArchiveError(f"component {component}: needs a '{CONFIG_ROLE}' and a '{MODEL_ROLE}' file")
+        _plain_name("component", component)
+        if not roles:
+            raise ArchiveError(f"component {component}: no files given")
         member_roles: Dict[str, str] = {}
         for role, source in roles.items():
+            _plain_name(f"component {component}: role", role)
             source = Path(source)
+            if source.is_dir() and role not in (CONFIG_ROLE, MODEL_ROLE):
+                members.update(_directory_members(component, role, source))
+                member_roles[role] = f"{component}/{role}"
+                continue
             if not source.is_file():
                 raise ArchiveError(f"component {component}: {role} file {source} not found")
             if role == CONFIG_ROLE:
@@ -223,15 +339,22 @@ def pack(
                 member = f"{component}/config.yaml"
                 members[member] = yaml.safe_dump(config, sort_keys=False, allow_unicode=True).encode()
                 for carried_role, (carried_member, carried_source) in carried.items():
-                    members[carried_member] = carried_source.read_bytes()
+                    if carried_source.is_dir():
+                        members.update(_directory_members(component, carried_role, carried_source))
+                    else:
+                        _check_packable_file(component, carried_role, carried_source)
+                        members[carried_member] = carried_source
                     member_roles[carried_role] = carried_member
             elif role == MODEL_ROLE:
                 state_dict = {name: tensor.contiguous() for name, tensor in read_state_dict(source).items()}
                 member = f"{component}/model.safetensors"
                 members[member] = safetensors.torch.save(state_dict)
             else:
+                _check_packable_file(component, role, source)
                 member = f"{component}/{role}{source.suffix}"
-                members[member] = source.read_bytes()
+                members[member] = source
+            if member in member_roles.values():
+                raise ArchiveError(f"component {component}: two roles would both be stored as {member}")
             member_roles[role] = member
         roles_by_component[component] = member_roles
     if results_md is not None:
@@ -244,16 +367,26 @@ def pack(
         "versions": library_versions(),
         "components": roles_by_component,
     }
-    card_results = members["RESULTS.md"].decode("utf-8") if "RESULTS.md" in members else None
-    members["README.md"] = model_card(meta, usage.replace("{archive}", out_path.name), card_results).encode()
+    if model_card is not None:
+        members["README.md"] = Path(model_card).read_bytes()
+    else:
+        card_results = members["RESULTS.md"].decode("utf-8") if "RESULTS.md" in members else None
+        snippet = (usage or _default_usage(components)).replace("{archive}", out_path.name)
+        members["README.md"] = model_card_text(meta, snippet, card_results).encode()
     meta["extra"] = dict(extra or {})
-    meta["files"] = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(members.items())}
+    meta["files"] = {
+        name: hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else sha256_file(data)
+        for name, data in sorted(members.items())
+    }
 
     with atomic_path(out_path, suffix=".zip") as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(META_NAME, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
             for name, data in sorted(members.items()):
-                archive.writestr(name, data)
+                if isinstance(data, bytes):
+                    archive.writestr(name, data)
+                else:
+                    archive.write(data, name)
     return out_path
 
 
@@ -269,8 +402,28 @@ def _check_member_name(archive: Path, name: str) -> None:
         raise ArchiveError(f"{archive}: refusing member {name!r}: not a plain relative file path")
 
 
-def _read_meta_bytes(archive: Path, zf: zipfile.ZipFile) -> bytes:
+def _check_sizes(archive: Path, zf: zipfile.ZipFile, limits: UnpackLimits) -> None:
+    """Refuse a zip bomb from its member table alone, before anything is decompressed."""
+    infos = zf.infolist()
+    if len(infos) > limits.max_members:
+        raise ArchiveError(f"{archive}: {len(infos)} members, more than the limit of {limits.max_members}")
+    total = sum(info.file_size for info in infos)
+    if total > limits.max_total_bytes:
+        raise ArchiveError(
+            f"{archive}: members expand to {total} bytes, more than the limit of {limits.max_total_bytes}"
+        )
+    for info in infos:
+        if info.file_size >= limits.ratio_min_bytes and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+            raise ArchiveError(
+                f"{archive}: member {info.filename!r} expands {info.file_size / max(info.compress_size, 1):.0f}-fold "
+                f"({info.compress_size} -> {info.file_size} bytes), more than the limit of {limits.max_ratio:.0f}: "
+                "refusing a likely zip bomb"
+            )
+
+
+def _read_meta_bytes(archive: Path, zf: zipfile.ZipFile, limits: UnpackLimits = UnpackLimits()) -> bytes:
     """Validate the member table against meta.yaml (nothing extracted yet); return meta.yaml."""
+    _check_sizes(archive, zf, limits)
     names = [info.filename for info in zf.infolist()]
     for info in zf.infolist():
         _check_member_name(archive, info.filename)
@@ -310,13 +463,15 @@ def cached_unpack_dir(archive: PathLike, cache_dir: Optional[PathLike] = None) -
     return Path(cache_dir or default_cache_dir()) / sha256_file(archive)
 
 
-def unpack(archive: PathLike, dest_dir: Optional[PathLike] = None) -> Path:
+def unpack(archive: PathLike, dest_dir: Optional[PathLike] = None, limits: Optional[UnpackLimits] = None) -> Path:
     """Verify and extract `archive`; return the directory holding its members.
 
     Default destination: `cached_unpack_dir(archive)`. A destination already holding this
     archive (same meta.yaml) is reused as is; one holding something else is an error.
     Extraction goes to a temporary directory that is renamed into place when complete.
+    `limits` (default `UnpackLimits()`) bound what the archive may expand to.
     """
+    limits = limits or UnpackLimits()
     archive = Path(archive)
     dest = Path(dest_dir) if dest_dir is not None else cached_unpack_dir(archive)
     try:
@@ -324,7 +479,8 @@ def unpack(archive: PathLike, dest_dir: Optional[PathLike] = None) -> Path:
     except (zipfile.BadZipFile, OSError) as exc:
         raise ArchiveError(f"{archive}: not a readable zip archive ({exc})") from exc
     with zf:
-        meta_bytes = _read_meta_bytes(archive, zf)
+        meta_bytes = _read_meta_bytes(archive, zf, limits)
+        declared_sizes = {info.filename: info.file_size for info in zf.infolist()}
         if _holds(dest, meta_bytes, archive):
             return dest
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -334,8 +490,12 @@ def unpack(archive: PathLike, dest_dir: Optional[PathLike] = None) -> Path:
                 target = staging / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 digest = hashlib.sha256()
+                written = 0
                 with zf.open(name) as source, open(target, "wb") as sink:
                     for block in iter(lambda: source.read(1 << 20), b""):
+                        written += len(block)
+                        if written > declared_sizes[name]:  # never trust the table alone
+                            raise ArchiveError(f"{archive}: member {name} is larger than its declared size")
                         digest.update(block)
                         sink.write(block)
                 if digest.hexdigest() != expected:
@@ -386,3 +546,29 @@ def load_component_config(root: PathLike, component: str) -> Dict[str, Any]:
         config = yaml.safe_load(f)
     members = {str(path.relative_to(root)): str(path) for path in files.values()}
     return _replace_leaves(config, members)
+
+
+def verify_unpacked(root: PathLike) -> Dict[str, int]:
+    """{member: size} of an unpacked archive, meta.yaml included, after checking every checksum.
+
+    A file that meta.yaml does not list is an error too: what gets published (upload_hf) is
+    exactly what was packed.
+    """
+    root = Path(root)
+    if not (root / META_NAME).is_file():
+        raise ArchiveError(f"{root}: no {META_NAME}; not an unpacked sepalm_espnet archive")
+    listed = read_meta(root).get("files") or {}
+    present = {path.relative_to(root).as_posix() for path in root.rglob("*") if not path.is_dir()}
+    unlisted = sorted(present - set(listed) - {META_NAME})
+    if unlisted:
+        raise ArchiveError(f"{root}: files not listed in {META_NAME}: {unlisted[:5]}")
+    sizes = {META_NAME: (root / META_NAME).stat().st_size}
+    for name, expected in sorted(listed.items()):
+        _check_member_name(root, name)
+        path = root / name
+        if path.is_symlink() or not path.is_file():
+            raise ArchiveError(f"{root}: member {name} is missing or not a plain file")
+        if sha256_file(path) != expected:
+            raise ArchiveError(f"{root}: member {name} fails its SHA-256 check (modified since unpacking)")
+        sizes[name] = path.stat().st_size
+    return dict(sorted(sizes.items()))

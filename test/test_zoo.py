@@ -4,6 +4,7 @@ import os
 import stat
 import zipfile
 
+import numpy as np
 import pytest
 import safetensors.torch
 import torch
@@ -53,12 +54,12 @@ def archive(run_dir):
     return zoo.pack(run_dir / "packed/sep.zip", {"separator": separator(run_dir)}, results_md=run_dir / "RESULTS.md")
 
 
-def rebuild(archive, out, edit):
+def rebuild(archive, out, edit, compression=zipfile.ZIP_STORED):
     """Copy `archive` to `out` after `edit(members)` changed its {name: bytes} (meta.yaml included)."""
     with zipfile.ZipFile(archive) as zf:
         members = {name: zf.read(name) for name in zf.namelist()}
     edit(members)
-    with zipfile.ZipFile(out, "w") as zf:
+    with zipfile.ZipFile(out, "w", compression=compression) as zf:
         for name, data in members.items():
             zf.writestr(name, data)
     return out
@@ -197,3 +198,96 @@ def test_unpack_is_idempotent_and_cached_by_checksum(archive, tmp_path, monkeypa
     (tmp_path / "other/file").write_text("x")
     with pytest.raises(zoo.ArchiveError, match="does not hold"):
         zoo.unpack(archive, tmp_path / "other")
+
+
+@pytest.fixture
+def system_files(run_dir):
+    """The other components of a full SepALM system, as their stages leave them."""
+    (run_dir / "exp/kmeans").mkdir(parents=True)
+    np.save(run_dir / "exp/kmeans/centers.npy", np.arange(12, dtype=np.float32).reshape(4, 3))
+    (run_dir / "exp/kmeans/kmeans.yaml").write_text("n_clusters: 4\nlayer: 11\n")
+    tokenizer = run_dir / "exp/cor/tokenizer"
+    (tokenizer / "sub").mkdir(parents=True)
+    (tokenizer / "tokenizer.json").write_text('{"model": "bpe"}')
+    (tokenizer / "sub/special_tokens_map.json").write_text("{}")
+    (run_dir / "exp/codec").mkdir()
+    torch.save({"state_dict": {"w": torch.ones(2)}, "metadata": {"kwargs": {"sample_rate": 16000}}},
+               run_dir / "exp/codec/codec.pth")  # DAC's weights layout (synthesizer.codec.load_dac)
+    (run_dir / "tokens.txt").write_text("<blank>\nA\n")
+    return run_dir
+
+
+def test_pack_model_cli_packs_a_multi_component_system(system_files, tmp_path):
+    run_dir = system_files
+    pack_model.main([
+        "--out", "exp/packed/sepalm.zip",
+        "--component", "separator:config=exp/sep/config.yaml,model=exp/sep/model.pth",
+        "--component", "kmeans:centers=exp/kmeans/centers.npy,kmeans=exp/kmeans/kmeans.yaml",
+        "--component", "corrector:config=exp/sep/config.yaml,model=exp/sep/model.pth,tokenizer=exp/cor/tokenizer",
+        "--component", "codec:codec=exp/codec/codec.pth",
+        "--component_file", "tokens", "units", "tokens.txt", "--results", "RESULTS.md",
+    ])
+    root = zoo.unpack(run_dir / "exp/packed/sepalm.zip", tmp_path / "unpacked")
+    meta = zoo.read_meta(root)
+    assert list(meta["components"]) == ["separator", "kmeans", "corrector", "codec", "tokens"]
+    for name, checksum in meta["files"].items():
+        assert zoo.sha256_file(root / name) == checksum, name
+    kmeans = zoo.component_files(root, "kmeans")
+    assert kmeans["centers"] == root / "kmeans/centers.npy"
+    np.testing.assert_array_equal(np.load(kmeans["centers"]), np.load(run_dir / "exp/kmeans/centers.npy"))
+    assert kmeans["kmeans"].read_bytes() == (run_dir / "exp/kmeans/kmeans.yaml").read_bytes()
+    tokenizer = zoo.component_files(root, "corrector")["tokenizer"]
+    assert sorted(p.relative_to(tokenizer).as_posix() for p in tokenizer.rglob("*") if p.is_file()) == [
+        "sub/special_tokens_map.json", "tokenizer.json"]
+    assert (tokenizer / "tokenizer.json").read_bytes() == (run_dir / "exp/cor/tokenizer/tokenizer.json").read_bytes()
+    codec = zoo.component_files(root, "codec")["codec"]
+    assert codec.read_bytes() == (run_dir / "exp/codec/codec.pth").read_bytes()
+    assert zoo.component_files(root, "tokens")["units"].read_text() == "<blank>\nA\n"
+    assert 'SeparatorModel.from_pretrained("sepalm.zip")' in (root / "README.md").read_text()
+
+
+def test_pickles_and_unsafe_torch_files_are_not_packed(system_files):
+    run_dir = system_files
+    (run_dir / "km.pkl").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(zoo.UnsafeWeightsError, match="km.pkl.*pickle"):
+        zoo.pack(run_dir / "x.zip", {"kmeans": {"model_pickle": run_dir / "km.pkl"}})
+    torch.save({"state_dict": {}, "payload": Payload()}, run_dir / "exp/codec/codec.pth")
+    with pytest.raises(zoo.UnsafeWeightsError, match="codec.pth"):
+        zoo.pack(run_dir / "x.zip", {"codec": {"codec": run_dir / "exp/codec/codec.pth"}})
+    torch.save(Payload(), run_dir / "exp/cor/tokenizer/pytorch_model.bin")
+    with pytest.raises(zoo.UnsafeWeightsError, match="pytorch_model.bin"):
+        zoo.pack(run_dir / "x.zip", {"corrector": {"tokenizer": run_dir / "exp/cor/tokenizer"}})
+    with pytest.raises(zoo.ArchiveError, match="invalid component name"):
+        zoo.pack(run_dir / "x.zip", {"../evil": {"units": run_dir / "tokens.txt"}})
+    assert not (run_dir / "x.zip").exists()
+
+
+def test_zip_bomb_is_refused_before_extraction(archive, tmp_path):
+    bomb = rebuild(archive, tmp_path / "bomb.zip", add_listed_member("separator/zeros.bin", bytes(4 * 1024**2)),
+                   zipfile.ZIP_DEFLATED)
+    with zipfile.ZipFile(bomb) as zf:
+        info = zf.getinfo("separator/zeros.bin")
+    assert info.compress_size * 200 < info.file_size  # deflated ~1000-fold
+    with pytest.raises(zoo.ArchiveError, match="zeros.bin.*zip bomb"):
+        zoo.unpack(bomb, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(zoo.ArchiveError, match="more than the limit of 3"):
+        zoo.unpack(archive, tmp_path / "out", zoo.UnpackLimits(max_members=3))
+    with pytest.raises(zoo.ArchiveError, match="expand to .* bytes"):
+        zoo.unpack(archive, tmp_path / "out", zoo.UnpackLimits(max_total_bytes=100))
+    assert not (tmp_path / "out").exists()
+    assert zoo.unpack(bomb, tmp_path / "out", zoo.UnpackLimits(max_ratio=2000)).is_dir()
+
+
+def test_directory_named_in_a_config_is_carried_file_by_file(run_dir, tmp_path):
+    tokenizer = run_dir / "exp/cor/tokenizer"
+    tokenizer.mkdir(parents=True)
+    (tokenizer / "tokenizer.json").write_text("{}")
+    (tokenizer / ".done").write_text("marker")  # recipe bookkeeping stays behind
+    config = {"tokenizer_dir": "exp/cor/tokenizer", "model_conf": {"use_lora": False}}
+    (run_dir / "exp/cor/config.yaml").write_text(yaml.safe_dump(config))
+    archive = zoo.pack(run_dir / "cor.zip", {"corrector": {zoo.CONFIG_ROLE: run_dir / "exp/cor/config.yaml"}})
+    root = zoo.unpack(archive, tmp_path / "unpacked")
+    loaded = zoo.load_component_config(root, "corrector")
+    assert loaded["tokenizer_dir"] == str(root / "corrector/tokenizer_dir")
+    assert sorted(p.name for p in (root / "corrector/tokenizer_dir").iterdir()) == ["tokenizer.json"]

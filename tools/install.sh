@@ -8,7 +8,7 @@ tools_dir=$(cd "$(dirname "$0")" && pwd)
 venv=${SEPALM_VENV:-${tools_dir}/venv}
 stamp=${venv}/.installed
 req=${tools_dir}/requirements.txt
-want=$(cat "${req}" "${tools_dir}"/requirements-nodeps.txt "${tools_dir}"/constraints.txt "$0" | sha1sum | cut -d' ' -f1)
+want=$(cat "${req}" "${tools_dir}"/requirements-nodeps.txt "${tools_dir}"/constraints.txt "${tools_dir}/../setup.py" "$0" | sha1sum | cut -d' ' -f1)
 if [ -f "${stamp}" ] && [ "$(cat "${stamp}")" = "${want}" ]; then
     exit 0
 fi

@@ -21,6 +21,7 @@ from sepalm_espnet.metrics.separation import (
     PERMUTATION_FILE,
     merge_score_dirs,
     permutations_of_dirs,
+    read_permutation,
     score_dirs,
     write_permutation,
     write_scores,
@@ -37,6 +38,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--key_file", help="score only the keys in this file's first column")
     parser.add_argument("--merge_dirs", nargs="+", help="merge these score dirs instead of scoring")
     parser.add_argument("--permutation_only", action="store_true", help="write only `permutation`")
+    parser.add_argument(
+        "--permutation", help="score under this stored match (stage 4's) instead of PIT: systems built on the separator"
+    )
     return parser
 
 
@@ -54,7 +58,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             permutations = permutations_of_dirs(args.ref_dir, args.est_dir, keys)
             write_permutation(Path(args.out_dir) / PERMUTATION_FILE, permutations)
         else:
-            write_scores(args.out_dir, score_dirs(args.ref_dir, args.est_dir, keys))
+            stored = read_permutation(args.permutation) if args.permutation else None
+            write_scores(args.out_dir, score_dirs(args.ref_dir, args.est_dir, keys, stored))
     else:
         parser.error("give --ref_dir and --est_dir, or --merge_dirs")
 

@@ -4,21 +4,26 @@ Teacher targets, corrector outputs and scoring references all pass through `norm
 so a WER never counts differences of punctuation, case, spelling variant or number format.
 It is Whisper's English normaliser (the one Whisper's own WERs are reported with: no
 punctuation, American spelling, numbers as digits, fillers such as "um" removed), then
-LibriSpeech-style upper case on one line.
+LibriSpeech-style upper case on one line. Full stops, which the normaliser keeps in decimals
+and after trailing ellipses, are spelled out or dropped: the corrector's prompt ends each
+transcript with ".", so a transcript must hold none.
 """
 from __future__ import annotations
 
+import re
 from typing import Mapping, Tuple
 
 import jiwer
 from whisper.normalizers import EnglishTextNormalizer
 
 _ENGLISH_NORMALIZER = EnglishTextNormalizer()
+_DECIMAL_POINT = re.compile(r"(?<=\d)\.(?=\d)")
 
 
 def normalize_text(text: str) -> str:
     """Upper-case words separated by single spaces; idempotent, possibly empty."""
-    return " ".join(_ENGLISH_NORMALIZER(text).upper().split())
+    text = _DECIMAL_POINT.sub(" POINT ", _ENGLISH_NORMALIZER(text).upper())
+    return " ".join(text.replace(".", " ").split())
 
 
 def wer(refs: Mapping[str, str], hyps: Mapping[str, str]) -> Tuple[float, int, int]:

@@ -1,16 +1,22 @@
 """RESULTS.md: one Markdown table per test set, a row per system, a column per metric.
 
 Stages add metrics by adding `Column`s and systems by adding keys to the results mapping, so
-WER, SIM or RTF columns (and baselines as rows) need no change here. A system lacking a
-metric shows `-` in that cell, so a table can mix systems scored by different stages.
+new columns (and baselines as rows) need no change here. A system lacking a metric shows `-`
+in that cell, so a table can mix systems scored by different stages. A system's metrics are
+whatever metric files its score directory holds (`read_system_metrics`).
 """
 from __future__ import annotations
 
+import json
+import logging
 import math
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
-from sepalm_espnet.data.kaldi_dir import PathLike, atomic_path
+from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, atomic_path
+
+logger = logging.getLogger(__name__)
 
 Results = Mapping[str, Mapping[str, Mapping[str, Optional[float]]]]  # test set -> system -> metric
 MISSING = "-"
@@ -30,6 +36,97 @@ SEPARATION_COLUMNS = (
     Column("estoii", "ESTOIi", "{:.3f}"),
     Column("n_utterances", "N", "{:.0f}"),
 )
+# WER of a system's transcripts (metrics.wer, e.g. the corrector's), scores of its output speech
+# (metrics.speech; WERs in %) and its speed (metrics.rtf).
+TRANSCRIPT_COLUMNS = (Column("wer", "WER (%)"),)
+SPEECH_COLUMNS = (
+    Column("wer_teacher", "WER (teacher, %)"),
+    Column("wer_gt", "WER (GT, %)"),
+    Column("sim", "SIM", "{:.3f}"),
+)
+RTF_COLUMNS = (Column("rtf", "RTF", "{:.3f}"),)
+ALL_COLUMNS = SEPARATION_COLUMNS + TRANSCRIPT_COLUMNS + SPEECH_COLUMNS + RTF_COLUMNS
+COLUMN_PRESETS = {
+    "separation": SEPARATION_COLUMNS,
+    "speech": SPEECH_COLUMNS,
+    "all": ALL_COLUMNS,
+}
+
+
+def columns_present(results: Results, columns: Sequence[Column] = ALL_COLUMNS,
+                    always: Sequence[Column] = SEPARATION_COLUMNS) -> Tuple[Column, ...]:
+    """`always`, then every other column that at least one system of any test set has a value for."""
+    def has_value(column: Column) -> bool:
+        return any(
+            _cell(metrics.get(column.key), column) != MISSING
+            for systems in results.values() for metrics in systems.values()
+        )
+
+    return tuple(always) + tuple(c for c in columns if c not in always and has_value(c))
+
+
+def select_columns(names: Sequence[str]) -> Tuple[Column, ...]:
+    """Preset names (COLUMN_PRESETS) and metric keys (ALL_COLUMNS), in the order given."""
+    by_key = {column.key: column for column in ALL_COLUMNS}
+    selected: list = []
+    for name in names:
+        if name in COLUMN_PRESETS:
+            selected += [c for c in COLUMN_PRESETS[name] if c not in selected]
+        elif name in by_key:
+            if by_key[name] not in selected:
+                selected.append(by_key[name])
+        else:
+            raise ValueError(f"unknown column {name!r}: choose presets {sorted(COLUMN_PRESETS)} or keys {sorted(by_key)}")
+    return tuple(selected)
+
+
+# Files a score directory may hold, in precedence order: separation (metrics.separation), WER
+# of the corrector's transcripts, scores of the output speech (metrics.speech), speed (metrics.rtf).
+METRIC_FILES = ("summary.json", "wer_summary.json", "speech_summary.json", "rtf.json")
+
+
+def read_system_metrics(score_dir: PathLike, files: Sequence[str] = METRIC_FILES) -> Dict[str, Optional[float]]:
+    """The top-level numbers of every metric file present in `score_dir`, merged.
+
+    A key found in two files keeps the first file's value (a warning names both when they
+    differ). No metric file at all is an error, so a mistyped directory does not become a row
+    of dashes.
+    """
+    score_dir = Path(score_dir)
+    merged: Dict[str, Optional[float]] = {}
+    source: Dict[str, Path] = {}
+    found = []
+    for name in files:
+        path = score_dir / name
+        if not path.is_file():
+            continue
+        found.append(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DataDirError(f"{path}: invalid JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise DataDirError(f"{path}: expected a JSON object")
+        for key, value in data.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                continue  # nested records (rtf.json's components) are not table cells
+            if key in merged:
+                if merged[key] != value:
+                    logger.warning("%s: %s=%s differs from %s (%s), which is kept", path, key, value, source[key], merged[key])
+                continue
+            merged[key], source[key] = value, path
+    if not found:
+        raise DataDirError(f"{score_dir}: none of {', '.join(files)} found")
+    return merged
+
+
+def read_system_metrics_dirs(score_dirs: Sequence[PathLike]) -> Dict[str, Optional[float]]:
+    """The metrics of all a system's score directories; the first directory wins a clash."""
+    merged: Dict[str, Optional[float]] = {}
+    for score_dir in score_dirs:
+        for key, value in read_system_metrics(score_dir).items():
+            merged.setdefault(key, value)
+    return merged
 
 
 def _cell(value: Optional[float], column: Column) -> str:

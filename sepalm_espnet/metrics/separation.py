@@ -126,14 +126,24 @@ def score_utterance(
     references: Sequence[np.ndarray],
     estimates: Sequence[np.ndarray],
     fs: int,
+    permutation: Optional[Sequence[int]] = None,
 ) -> UtteranceScores:
-    """Score one utterance; improvements are relative to the unprocessed mixture."""
+    """Score one utterance; improvements are relative to the unprocessed mixture.
+
+    `permutation` (estimate index per reference) scores a system whose outputs keep the
+    separator's speaker order under the separator's stored match, instead of a new PIT.
+    """
     n_spk = len(references)
     trimmed = _trim_to_common_length(key, [mixture, *references, *estimates], fs)
     mixture = trimmed[0]
     references = np.stack(trimmed[1 : 1 + n_spk])
     estimates = np.stack(trimmed[1 + n_spk :])
-    perm = best_permutation(references, estimates)
+    if permutation is None:
+        perm = best_permutation(references, estimates)
+    elif sorted(permutation) != list(range(n_spk)):
+        raise DataDirError(f"utterance '{key}': {list(permutation)} is not a permutation of {n_spk} speakers")
+    else:
+        perm = tuple(permutation)
     speakers = range(n_spk)
     matched = estimates[list(perm)]
 
@@ -237,10 +247,20 @@ def iter_utterances(
 
 
 def score_dirs(
-    ref_dir: PathLike, est_dir: PathLike, keys: Optional[Sequence[str]] = None
+    ref_dir: PathLike,
+    est_dir: PathLike,
+    keys: Optional[Sequence[str]] = None,
+    permutations: Optional[Mapping[str, Sequence[int]]] = None,
 ) -> List[UtteranceScores]:
-    """Score the estimate directory's spk<n>.scp against the reference directory."""
-    return [score_utterance(*utterance) for utterance in iter_utterances(ref_dir, est_dir, keys)]
+    """Score the estimate directory's spk<n>.scp against the reference directory (PIT unless
+    `permutations`, as read_permutation returns them, fix the match)."""
+    scores = []
+    for utterance in iter_utterances(ref_dir, est_dir, keys):
+        key = utterance[0]
+        if permutations is not None and key not in permutations:
+            raise DataDirError(f"utterance '{key}' has no stored permutation")
+        scores.append(score_utterance(*utterance, permutation=None if permutations is None else permutations[key]))
+    return scores
 
 
 def permutations_of_dirs(

@@ -13,6 +13,9 @@ from sepalm_espnet.corrector.text_norm import normalize_text, wer
         ("I'm  gonna\ngo", "I AM GOING TO GO"),
         ("[noise] hello-world (laughs)", "HELLO WORLD"),
         ("  ", ""),
+        # No full stop survives: the corrector's prompt ends each transcript with one.
+        ("as tightly as the...", "AS TIGHTLY AS THE"),
+        ("it is 3.5 metres", "IT IS 3 POINT 5 METERS"),
     ],
 )
 def test_normalize_text(raw, normalized):

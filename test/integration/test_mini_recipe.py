@@ -1,24 +1,41 @@
-"""The mini recipe through run.sh, as a user runs it, on a tiny corpus and a 1-epoch separator."""
+"""The mini recipe through run.sh, as a user runs it: every stage, on a tiny corpus with
+1-2 epoch models; then the packed SepALM archive through from_pretrained and the CLI."""
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import soundfile as sf
 
-from sepalm_espnet.data.kaldi_dir import read_kv
+from sepalm_espnet.data.kaldi_dir import read_kv, read_text
 
 pytestmark = pytest.mark.integration
 TINY = [
     "--local_data_opts", "--n_train 6 --n_dev 2 --n_test 2",
     "--sep_args", "--max_epoch 1 --batch_size 2",
-    "--skip_stages", "5 6 7 8 9 10 11 12 13",  # not implemented yet
+    "--cor_args", "--max_epoch 2",
+    "--codec_args", "--max_steps 10",
+    "--syn_args", "--max_epoch 1",
+    "--ali_args", "--max_epoch 1",
+    "--rtf_utterances", "1",
 ]
-LAST_STAGE = "15"
+LAST_STAGE = "16"
+UPLOAD_DRY_RUN = ["--skip_upload_hf", "false", "--hf_repo", "sepalm/mini-test", "--hf_dry_run", "true"]
+SEP = "sep_train_sep_sepformer_mini"
+COR_DECODE = "cor_train_cor_tinyllama_mini/decode_default"
+SYN_DECODE = "syn_train_syn_ar_nar_mini/decode_train_cor_tinyllama_mini_default"
+ALI_DECODE = "ali_train_ali_cnn_mini/decode_train_syn_ar_nar_mini_train_cor_tinyllama_mini_default"
+ARCHIVE = "packed/sepalm_train_sep_sepformer_mini.zip"
 
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory, recipe_tools):
     scratch_recipe, run_recipe = recipe_tools
     recipe_dir = scratch_recipe("mini_librimix", tmp_path_factory.mktemp("mini") / "sepalm1")
-    run_recipe(recipe_dir, ["--stage", "1", "--stop_stage", LAST_STAGE, *TINY])
+    proc = run_recipe(recipe_dir, ["--stage", "1", "--stop_stage", LAST_STAGE, *TINY, *UPLOAD_DRY_RUN], timeout=2700)
+    (recipe_dir / "run.stderr").write_text(proc.stderr)
+    (recipe_dir / "run.stdout").write_text(proc.stdout)
     return recipe_dir
 
 
@@ -56,36 +73,146 @@ def test_stage_3_4_separate_every_set_with_a_permutation(recipe):
             assert np.all(np.isfinite(estimate))
 
 
-def test_stage_14_results_table(recipe):
+def test_stage_5_6_teacher_transcripts_and_units(recipe):
+    decode = recipe / "exp" / SEP / "decode" / "test"
+    keys = read_kv(recipe / "dump/raw/test/wav.scp").keys()
+    for name in ("text_pt_spk1", "text_ct_spk2", "text_gt_spk1"):
+        texts = read_text(decode / "teacher" / name)
+        assert texts.keys() == keys and all("." not in t for t in texts.values())
+    units = read_text(decode / "units_kmeans_logmel64" / "units_spk1")
+    assert units.keys() == keys
+    assert all(0 <= int(u) < 64 for line in units.values() for u in line.split())
+    assert (recipe / "exp/kmeans_logmel64/centers.npy").is_file()
+
+
+def test_stage_7_8_corrector_outputs_and_text_wer(recipe):
+    assert (recipe / "exp/cor_train_cor_tinyllama_mini/tokenizer/tokenizer.json").is_file()
+    decode = recipe / "exp" / COR_DECODE / "test"
+    status = read_kv(decode / "status")
+    assert len(status) == 4 and set(status.values()) <= {"parsed", "fallback_preliminary", "fallback_teacher"}
+    assert sum(json.loads((decode / "fallback.json").read_text()).values()) == 4
+    assert read_text(decode / "text_ct").keys() == status.keys()
+    wer = json.loads((decode / "score_text/corrected_gt/wer_summary.json").read_text())
+    assert wer["wer_gt"] >= 0 and wer["wer_gt_n_utterances"] == 4
+
+
+def test_stage_9_to_13_tokens_refined_and_aligned_speech(recipe):
+    tokens = recipe / "exp" / SEP / "decode/train/codec_train_codec_dac_mini"
+    assert len(read_kv(tokens / "est_tokens.scp")) == len(read_kv(tokens / "ref_tokens.scp")) == 12
+    assert (recipe / "exp/codec_train_codec_dac_mini/valid.json").is_file()
+    assert (recipe / "exp" / COR_DECODE / "phoneme_token_list.txt").is_file()
+    mixtures = read_kv(recipe / "dump/raw/test/wav.scp")
+    for decode in (SYN_DECODE, ALI_DECODE):
+        for spk in (1, 2):
+            outputs = read_kv(recipe / "exp" / decode / "test" / f"spk{spk}.scp")
+            assert outputs.keys() == mixtures.keys()
+            for key, path in outputs.items():
+                wave, fs = sf.read(recipe / path)
+                assert fs == 16000 and len(wave) == sf.info(mixtures[key]).frames
+                assert np.all(np.isfinite(wave))
+
+
+def test_stage_14_results_table_has_every_system(recipe):
     results = (recipe / "exp" / "RESULTS.md").read_text()
     assert "## test" in results
-    row = next(line for line in results.splitlines() if line.startswith("| SepFormer"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[-1] == "2"  # N utterances
-    float(cells[1])  # SI-SNRi is a number
+    header = next(line for line in results.splitlines() if line.startswith("| system"))
+    assert "WER (GT, %)" in header and "SIM" in header
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")[1:]]
+            for line in results.splitlines() if line.startswith("| ") and not line.startswith("| system")}
+    systems = [name for name in rows if name.startswith(("SepFormer", "SepALM"))]
+    assert len(systems) == 3, rows.keys()
+    for name in systems:
+        float(rows[name][0])  # SI-SNRi
+        assert rows[name][4] == "2"  # N utterances
+    assert any(name.startswith("Corrector") and "corrected" in name for name in rows)
+    assert "RTF" in header and float(rows[systems[-1]][-1]) > 0  # the full system's RTF on 5 s inputs
 
 
 def test_stage_15_archive_separates_like_the_recipe(recipe):
     from sepalm_espnet.inference import SeparatorModel
 
-    archive = recipe / "exp" / "packed" / "sepalm_train_sep_sepformer_mini.zip"
-    model = SeparatorModel.from_pretrained(archive, cache_dir=recipe / "cache")
+    model = SeparatorModel.from_pretrained(recipe / "exp" / ARCHIVE, cache_dir=recipe / "cache")
     key, path = next(iter(read_kv(recipe / "dump" / "raw" / "test" / "wav.scp").items()))
     estimates = model.separate(path)
-    decoded = read_kv(recipe / "exp" / "sep_train_sep_sepformer_mini" / "decode" / "test" / "spk1.scp")
+    decoded = read_kv(recipe / "exp" / SEP / "decode" / "test" / "spk1.scp")
     np.testing.assert_allclose(estimates[0], sf.read(recipe / decoded[key], dtype="float32")[0], atol=1e-4)
+
+
+def test_stage_16_dry_run_lists_the_archive_files(recipe):
+    out = (recipe / "run.stdout").read_text() + (recipe / "run.stderr").read_text()
+    assert "sepalm/mini-test" in out and "meta.yaml" in out and "aligner/model.safetensors" in out
+
+
+@pytest.fixture(scope="module")
+def sepalm(recipe):
+    from sepalm_espnet.inference import SepALM
+
+    return SepALM.from_pretrained(recipe / "exp" / ARCHIVE, cache_dir=recipe / "cache")
+
+
+def test_packed_sepalm_round_trips_with_identical_outputs(recipe, sepalm):
+    from sepalm_espnet import zoo
+    from sepalm_espnet.inference import SepALM
+
+    path = next(iter(read_kv(recipe / "dump/raw/test/wav.scp").values()))
+    first = sepalm.separate(path)
+    unpacked = zoo.unpack(recipe / "exp" / ARCHIVE, recipe / "unpacked")
+    again = SepALM.from_pretrained(unpacked).separate(path)
+    assert len(first) == 2
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a.waveform, b.waveform)
+        assert (a.preliminary, a.corrected) == (b.preliminary, b.corrected)
+    assert set(sepalm.rtf.to_json()["components"]) == {"separator", "units", "corrector", "g2p", "synthesizer", "aligner"}
+
+
+def test_sepalm_defined_output_on_short_silent_and_bad_input(sepalm):
+    from sepalm_espnet.data.audio import AudioError
+
+    for audio in (0.1 * np.random.default_rng(0).standard_normal(3200), np.zeros(16000)):  # 0.2 s; silence
+        speakers = sepalm.separate(audio.astype(np.float32), 16000)
+        assert [len(s.waveform) for s in speakers] == [len(audio)] * 2
+        assert all(np.all(np.isfinite(s.waveform)) for s in speakers)
+    with pytest.raises(AudioError, match="NaN"):
+        sepalm.separate(np.full(16000, np.nan, dtype=np.float32), 16000)
+
+
+def test_cli_on_a_stereo_8k_file_and_in_scp_batch_mode(recipe, tmp_path):
+    path = next(iter(read_kv(recipe / "dump/raw/test/wav.scp").values()))
+    mono, fs = sf.read(path, dtype="float32")
+    stereo = np.stack([mono[::2], 0.5 * mono[::2]], axis=1)
+    sf.write(tmp_path / "mix.wav", stereo, fs // 2)
+    cli = [sys.executable, "-m", "sepalm_espnet.bin.sepalm_separate", "--model", str(recipe / "exp" / ARCHIVE)]
+    subprocess.run([*cli, str(tmp_path / "mix.wav"), "--outdir", str(tmp_path / "out")], check=True,
+                   capture_output=True)
+    for spk in (1, 2):
+        info = sf.info(tmp_path / "out" / f"mix_spk{spk}.wav")
+        assert info.samplerate == 8000 and info.frames == len(stereo) and info.channels == 1
+    report = json.loads((tmp_path / "out/mix.json").read_text())
+    assert len(report["speakers"]) == 2 and "corrected" in report["speakers"][0]
+    assert json.loads((tmp_path / "out/rtf.json").read_text())["rtf"] > 0
+    proc = subprocess.run([*cli, "--outdir", str(tmp_path / "bad"), str(tmp_path / "missing.wav")],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "missing.wav" in proc.stderr
+    subprocess.run([*cli, "--wav_scp", str(recipe / "dump/raw/test/wav.scp"), "--outdir", str(tmp_path / "batch")],
+                   check=True, capture_output=True)
+    assert read_kv(tmp_path / "batch/spk2.scp").keys() == read_kv(recipe / "dump/raw/test/wav.scp").keys()
+    assert read_text(tmp_path / "batch/text_ct_spk1").keys() == read_kv(tmp_path / "batch/spk1.scp").keys()
 
 
 def test_rerun_skips_finished_stages(recipe, recipe_tools):
     proc = recipe_tools[1](recipe, ["--stage", "1", "--stop_stage", "14", *TINY])
     for line in ("Stage 1: data/ is up to date, skipped", "dump/raw/train is up to date, skipped",
-                 "sep_stats_16000 is up to date, skipped", "sep_train_sep_sepformer_mini is trained, skipped",
-                 "decode/test is up to date, skipped", "decode/test/score is up to date, skipped"):
-        assert line in proc.stderr
+                 "sep_stats_16000 is up to date, skipped", f"{SEP} is trained, skipped",
+                 "decode/test/teacher is up to date, skipped", "kmeans_logmel64 is up to date, skipped",
+                 "cor_train_cor_tinyllama_mini is trained, skipped", "decode_default/test is up to date, skipped",
+                 "codec_train_codec_dac_mini is trained, skipped", "syn_train_syn_ar_nar_mini is trained, skipped",
+                 "ali_train_ali_cnn_mini is trained, skipped", f"{ALI_DECODE}/test is up to date, skipped",
+                 "decode/test/score is up to date, skipped"):
+        assert line in proc.stderr, line
 
 
-def test_unimplemented_stage_stops_with_a_message(recipe, recipe_tools):
-    with pytest.raises(AssertionError, match="stage 16 is not implemented yet"):
+def test_upload_stage_needs_a_repo(recipe, recipe_tools):
+    with pytest.raises(AssertionError, match="stage 16 needs --hf_repo"):
         recipe_tools[1](recipe, ["--stage", "16", "--stop_stage", "16", "--skip_upload_hf", "false"])
 
 

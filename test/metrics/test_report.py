@@ -1,3 +1,6 @@
+import pytest
+
+from sepalm_espnet.data.kaldi_dir import DataDirError
 from sepalm_espnet.metrics.report import SEPARATION_COLUMNS, Column, write_results
 from sepalm_espnet.metrics.separation import UtteranceScores, read_summary, write_scores
 
@@ -58,3 +61,47 @@ def test_score_dir_summary_feeds_the_report_and_rewrites_atomically(tmp_path):
     write_results(path, results, metadata=METADATA)
     assert "| sepformer | 11.50 | 12.25 | - | 0.300 | 1 |" in path.read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["RESULTS.md", "score"]
+
+
+def test_make_results_merges_metric_files_and_adds_the_columns_present(tmp_path):
+    import json
+
+    from sepalm_espnet.bin import make_results
+    from sepalm_espnet.metrics.report import read_system_metrics
+    from sepalm_espnet.metrics.rtf import RtfMeter
+
+    metrics = {"si_snr": 12.0, "si_snri": 11.5, "sdr": 12.5, "sdri": 12.25, "pesq": 2.0,
+               "pesqi": 0.5, "estoi": 0.8, "estoii": 0.3}
+    for system in ("sep", "sepalm"):
+        write_scores(tmp_path / system / "test", [UtteranceScores("utt1", (0, 1), metrics)])
+    speech = {"wer_teacher": 4.5, "wer_gt": 6.25, "sim": 0.8123, "n_utterances": 1, "wer_gt_errors": 1}
+    (tmp_path / "sepalm/test/speech_summary.json").write_text(json.dumps(speech))
+    meter = RtfMeter()
+    meter.add_input(4.0)
+    meter.add("separator", 4.0, 1.0)
+    meter.write(tmp_path / "sepalm/test/rtf.json")
+
+    merged = read_system_metrics(tmp_path / "sepalm/test")
+    assert merged["si_snri"] == 11.5 and merged["sim"] == 0.8123 and merged["rtf"] == 0.25
+    assert "components" not in merged
+    with pytest.raises(DataDirError, match="none of summary.json"):
+        read_system_metrics(tmp_path / "nowhere")
+
+    # score_wer's summary of the corrector's transcripts, kept in its own directory.
+    (tmp_path / "sepalm_wer/test").mkdir(parents=True)
+    (tmp_path / "sepalm_wer/test/summary.json").write_text(json.dumps({"wer": 3.25, "n_utterances": 1}))
+    out = tmp_path / "RESULTS.md"
+    make_results.main(["--output", str(out), "--test_sets", "test", "--system", f"sep={tmp_path}/sep/{{test_set}}",
+                       "--system", f"sepalm={tmp_path}/sepalm/{{test_set}}", "--system", f"sepalm={tmp_path}/sepalm_wer/{{test_set}}"])
+    lines = out.read_text().splitlines()
+    assert ("| system | SI-SNRi (dB) | SDRi (dB) | PESQi | ESTOIi | N | WER (%) | WER (teacher, %) | WER (GT, %) "
+            "| SIM | RTF |") in lines
+    assert "| sep | 11.50 | 12.25 | 0.50 | 0.300 | 1 | - | - | - | - | - |" in lines
+    assert "| sepalm | 11.50 | 12.25 | 0.50 | 0.300 | 1 | 3.25 | 4.50 | 6.25 | 0.812 | 0.250 |" in lines
+
+    make_results.main(["--output", str(out), "--test_sets", "test", "--system", f"sep={tmp_path}/sep/{{test_set}}",
+                       "--columns", "si_snri", "speech"])
+    assert "| sep | 11.50 | - | - | - |" in out.read_text().splitlines()
+    with pytest.raises(SystemExit, match="unknown column 'bogus'"):
+        make_results.main(["--output", str(out), "--test_sets", "test", "--system", f"sep={tmp_path}/sep/{{test_set}}",
+                           "--columns", "bogus"])

@@ -230,3 +230,24 @@ def test_permutation_only_cli_matches_full_scoring(speakers, noise, tmp_path):
         "utt_a": (0, 1, 2), "utt_b": (1, 2, 0)
     }
     assert not (tmp_path / "pit" / "metrics.tsv").exists()
+
+
+def test_stored_permutation_scores_a_worse_match_than_pit(speakers, noise, tmp_path):
+    mixture = sum(speakers) + noise
+    ref_dir, est_dir = make_dirs(tmp_path, {"utt": (mixture, speakers, speakers)})
+    write_kv(tmp_path / "stored", {"utt": "2 1 3"})  # a stale match: references 1 and 2 swapped
+    main(["--ref_dir", str(ref_dir), "--est_dir", str(est_dir), "--out_dir", str(tmp_path / "score"),
+          "--permutation", str(tmp_path / "stored")])
+    stored = read_scores(tmp_path / "score")[0]
+    pit = score_dirs(ref_dir, est_dir)[0]
+    assert stored.permutation == (1, 0, 2) and pit.permutation == (0, 1, 2)
+    assert stored.metrics["si_snri"] < pit.metrics["si_snri"] - 10
+
+
+def test_stored_permutation_must_cover_every_utterance(speakers, noise, tmp_path):
+    mixture = sum(speakers) + noise
+    ref_dir, est_dir = make_dirs(tmp_path, {"utt": (mixture, speakers, speakers)})
+    with pytest.raises(DataDirError, match="'utt' has no stored permutation"):
+        score_dirs(ref_dir, est_dir, permutations={"other": (0, 1, 2)})
+    with pytest.raises(DataDirError, match="not a permutation"):
+        score_dirs(ref_dir, est_dir, permutations={"utt": (0, 0, 2)})

@@ -39,11 +39,60 @@ sep_inference_model=valid.si_snr_loss.ave.pth  # checkpoint that separates in st
 sep_segment_sec=8.0             # long inputs are separated in segments of this length
 sep_hop_sec=4.0                 # segment shift (overlap = segment - hop)
 
-# Packing (stage 15)
-packed_name=                    # archive name (default: sepalm_<sep_tag>)
+# ASR teacher (stage 5): Whisper transcripts, the corrector's distillation targets
+asr_backend=whisper             # whisper (openai-whisper) or faster_whisper (CTranslate2)
+asr_model=tiny                  # whisper: name or .pt file; faster_whisper: model dir (paper: Whisper-tiny)
+asr_batch_size=8                # utterances per teacher call
 
-# Upload
-skip_upload_hf=true    # stage 16 only runs with --skip_upload_hf false
+# Speech units (stage 6)
+unit_feature=hubert             # hubert (paper: mHuBERT layer 11) or logmel (offline mini recipes)
+unit_hubert=                    # hubert: transformers HubertModel dir or hub id
+unit_layer=11                   # hubert: transformer layer the units are clustered from
+unit_clusters=1000              # k-means clusters (paper: 1000)
+unit_kmeans=                    # a fitted k-means dir (bin/fit_kmeans.py) instead of fitting on the train set
+
+# Corrector (stages 7, 8)
+cor_config=conf/train_cor.yaml  # corrector training config (model: audio_lm)
+cor_tag=                        # experiment name (default: the config file's name)
+cor_args=                       # extra training options
+cor_base_tokenizer=             # the pretrained LM's tokenizer (dir or hub id); empty: SentencePiece on train transcripts
+cor_vocab_size=500              # SentencePiece vocabulary when training one
+cor_inference_model=valid.acc.ave.pth  # checkpoint that corrects in stage 8
+cor_inference_args=             # bin/cor_inference.py options, e.g. "--zero_shot" (Table 3 h), "--do_sample false"
+cor_inference_tag=              # name of that decoding (default: made from cor_inference_args)
+cor_cascade_lm=                 # Table 3 (e): stage 8 runs the cascade instead, Whisper N-best (beam 3)
+                                #   corrected by this local causal LM directory (generative error correction)
+
+# Codec and synthesizer (stages 9-11)
+codec=16khz                     # DAC release tag or weights file (paper: DAC 16 kHz, 12 codebooks x 1024)
+codec_config=                   # instead train a DAC-architecture codec with this config (offline mini recipes)
+codec_args=                     # extra bin/codec_train.py options, e.g. "--max_steps 10"
+syn_config=conf/train_syn.yaml  # synthesizer training config (model: ar_nar or masked)
+syn_tag=                        # experiment name (default: the config file's name)
+syn_args=                       # extra training options
+syn_inference_model=valid.loss.ave.pth  # checkpoint that synthesizes in stage 11
+syn_inference_args=             # bin/syn_inference.py options, e.g. "--guidance_scale 1.5"
+t2s_config=conf/train_t2s.yaml  # text-to-semantic model of a masked synthesizer with `condition: semantic`
+t2s_tag=                        # experiment name (default: the config file's name)
+t2s_args=                       # extra training options
+t2s_inference_model=valid.acc.ave.pth  # checkpoint that predicts semantic tokens in stage 11
+
+# Aligner (stages 12, 13)
+ali_config=conf/train_ali.yaml  # aligner training config (model: stft_cnn)
+ali_tag=                        # experiment name (default: the config file's name)
+ali_args=                       # extra training options
+ali_inference_model=valid.loss.ave.pth  # checkpoint that aligns in stage 13
+
+# Scoring (stage 14)
+sim_backend=resemblyzer         # speaker similarity: resemblyzer (GE2E, ships in its wheel) or wavlm
+sim_model=                      # wavlm: WavLMForXVector dir or hub id (paper: WavLM speaker verification)
+rtf_utterances=4                # RTF per component: this many test mixtures, cut or looped to 5 s
+
+# Packing (stage 15) and upload (stage 16)
+packed_name=                    # archive name (default: sepalm_<sep_tag>)
+skip_upload_hf=true             # stage 16 only runs with --skip_upload_hf false
+hf_repo=                        # Hugging Face model repo id of stage 16, e.g. user/sepalm_libri2mix
+hf_dry_run=false                # stage 16 lists what it would upload and touches no network
 
 help_message="Usage: $0 [options]
 
@@ -73,54 +122,59 @@ Stages:
 [ "${stage}" -le "${stop_stage}" ] || fail "--stage ${stage} is after --stop_stage ${stop_stage}"
 [ "${stage}" -ge 1 ] && [ "${stop_stage}" -le 16 ] || fail "stages are 1 to 16"
 
-# Stages whose implementation has not landed yet stop the run rather than being skipped.
-implemented_stages="1 2 3 4 14 15"
+# shellcheck source=scripts/stage_lib.sh
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/scripts/stage_lib.sh"
+
 is_skipped() {
     case " ${skip_stages} " in *" $1 "*) return 0 ;; esac
     [ "$1" -eq 16 ] && [ "${skip_upload_hf}" = true ]
 }
-for n in $(seq "${stage}" "${stop_stage}"); do
-    if is_skipped "${n}"; then
-        log "Stage ${n} is skipped (--skip_stages / --skip_upload_hf)"
-        continue
-    fi
-    case " ${implemented_stages} " in
-        *" ${n} "*) ;;
-        *) fail "stage ${n} is not implemented yet; stop before it (--stop_stage) or skip it (--skip_stages)" ;;
-    esac
-done
-
-[ -n "${sep_tag}" ] || sep_tag=$(basename "$(readlink -f "${sep_config}")" .yaml)
-sep_exp=${expdir}/sep_${sep_tag}
-sep_stats_dir=${expdir}/sep_stats_${fs}
-
 runs() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ] && ! is_skipped "$1"; }
 all_sets() { echo "${train_set} ${valid_set} ${test_sets}"; }
+config_tag() { basename "$(readlink -f "$1")" .yaml; }
 
-# A stage's outputs carry a .done marker holding the options they were made with; a rerun
-# with the same options skips them, other options make the stage redo them.
-is_done() { [ -f "$1/.done" ] && [ "$(cat "$1/.done")" = "$2" ]; }
-mark_done() { echo "$2" > "$1/.done"; }
-# Partial outputs of an interrupted run are reused only if made with the same options.
-start_or_resume() {
-    if [ -f "$1/.signature" ] && [ "$(cat "$1/.signature")" != "$2" ]; then
-        log "$1 was started with other options: removing it"
-        rm -rf "$1"
-    fi
-    rm -f "$1/.done"
-    mkdir -p "$1/logdir"
-    echo "$2" > "$1/.signature"
+[ -n "${sep_tag}" ] || sep_tag=$(config_tag "${sep_config}")
+[ -n "${cor_tag}" ] || cor_tag=$(config_tag "${cor_config}")
+[ -n "${syn_tag}" ] || syn_tag=$(config_tag "${syn_config}")
+[ -n "${ali_tag}" ] || ali_tag=$(config_tag "${ali_config}")
+[ -n "${t2s_tag}" ] || t2s_tag=$(config_tag "${t2s_config}")
+[ -z "${cor_cascade_lm}" ] || cor_inference_tag=cascade_$(basename "${cor_cascade_lm}")
+if [ -z "${cor_inference_tag}" ]; then
+    cor_inference_tag=$(echo "${cor_inference_args}" | sed -e 's/--//g' -e 's/[^A-Za-z0-9.]\+/_/g' -e 's/^_//' -e 's/_$//')
+    [ -n "${cor_inference_tag}" ] || cor_inference_tag=default
+fi
+if [ -n "${codec_config}" ]; then
+    codec_tag=$(config_tag "${codec_config}")
+    codec_file=${expdir}/codec_${codec_tag}/codec.pth
+else
+    codec_tag=$(basename "${codec}" .pth)
+    codec_file=${codec}
+fi
+kmeans_dir=${unit_kmeans:-${expdir}/kmeans_${unit_feature}${unit_clusters}}
+
+sep_exp=${expdir}/sep_${sep_tag}
+sep_stats_dir=${expdir}/sep_stats_${fs}
+cor_exp=${expdir}/cor_${cor_tag}
+cor_decode=${cor_exp}/decode_${cor_inference_tag}
+syn_exp=${expdir}/syn_${syn_tag}
+t2s_exp=${expdir}/t2s_${t2s_tag}
+syn_decode=${syn_exp}/decode_${cor_tag}_${cor_inference_tag}
+ali_exp=${expdir}/ali_${ali_tag}
+ali_decode=${ali_exp}/decode_${syn_tag}_${cor_tag}_${cor_inference_tag}
+# Per-set outputs derived from the separator's estimates live beside them.
+sep_decode_of() { echo "${sep_exp}/decode/$1"; }
+teacher_of() { echo "${sep_exp}/decode/$1/teacher"; }
+units_of() { echo "${sep_exp}/decode/$1/units_$(basename "${kmeans_dir}")"; }
+codec_tokens_of() { echo "${sep_exp}/decode/$1/codec_${codec_tag}"; }
+# A masked synthesizer with `condition: semantic` (the paper's) is conditioned on units that a
+# text-to-semantic model predicts from the corrected text; it learns them from units of the
+# clean speech (stages 6 and 10).
+uses_semantic() {
+    [ -f "${syn_config}" ] && [ "$(${python} -c 'import sys, yaml
+print((yaml.safe_load(open(sys.argv[1])).get("model_conf") or {}).get("condition", ""))' "${syn_config}")" = semantic ]
 }
-min() { printf '%s\n' "$@" | sort -n | head -n 1; }
-# Splits an scp into at most $3 key files $2/keys.<n>.scp; prints how many it made.
-split_keys() {
-    local n
-    n=$(min "$3" "$(wc -l < "$1")")
-    mkdir -p "$2"
-    # shellcheck disable=SC2046
-    split_scp.sh "$1" $(seq -f "$2/keys.%g.scp" 1 "${n}")
-    echo "${n}"
-}
+
+
 
 if runs 1; then
     log "Stage 1: data preparation: local/data.sh ${local_data_opts}"
@@ -167,76 +221,11 @@ enh_data_opts() {
         echo "--${split}_data_path_and_name_and_type ${dir}/spk${n}.scp,speech_ref${n},sound"
     done
 }
-num_speakers() { find "$1" -maxdepth 1 -name 'spk[0-9]*.scp' | wc -l; }
-
-# One training job through ESPnet's distributed options: one process per GPU on one node, or
-# (slurm, --num_nodes > 1) one task per node that ESPnet's --dist_launcher slurm expands.
-launch_training() {
-    local log=$1
-    shift
-    local dist_opts=(--ngpu "${ngpu}" --multiprocessing_distributed true)
-    [ "${ngpu}" -eq 0 ] && dist_opts+=(--dist_backend gloo)
-    if [ "${num_nodes}" -gt 1 ]; then
-        [ "${cmd_backend}" = slurm ] || fail "--num_nodes ${num_nodes} needs cmd_backend=slurm (cmd.sh)"
-        ${cuda_cmd} --gpu "${ngpu}" --num_nodes "${num_nodes}" "${log}" srun --export=ALL "$@" \
-            "${dist_opts[@]}" --dist_launcher slurm \
-            --dist_init_method "file://$(pwd)/$(dirname "${log}")/.dist_init_$(date +%s)"
-    else
-        ${cuda_cmd} --gpu "${ngpu}" "${log}" "$@" "${dist_opts[@]}"
-    fi
-}
 
 if runs 3; then
-    _train_dir=${dumpdir}/raw/${train_set}
-    _valid_dir=${dumpdir}/raw/${valid_set}
-    [ -f "${sep_config}" ] || fail "--sep_config ${sep_config}: file not found"
-    signature="config=$(md5sum < "${sep_config}") train=$(cat "${_train_dir}/.done" 2>/dev/null | md5sum)"
-    if is_done "${sep_stats_dir}" "${signature}"; then
-        log "Stage 3: ${sep_stats_dir} is up to date, skipped"
-    else
-        log "Stage 3: collect shape statistics in ${sep_stats_dir}"
-        start_or_resume "${sep_stats_dir}" "${signature}"
-        _logdir=${sep_stats_dir}/logdir
-        # As many train as valid key files: each stats job takes one of each.
-        _nj=$(min "${nj}" "$(wc -l < "${_valid_dir}/wav.scp")")
-        _nj=$(split_keys "${_train_dir}/wav.scp" "${_logdir}" "${_nj}")
-        split_keys "${_valid_dir}/wav.scp" "${_logdir}/valid" "${_nj}" > /dev/null
-        # shellcheck disable=SC2046,SC2086
-        ${train_cmd} JOB=1:"${_nj}" "${_logdir}/stats.JOB.log" \
-            ${python} -m sepalm_espnet.bin.sep_train --collect_stats true --config "${sep_config}" \
-                --sample_rate "${fs}" \
-                $(enh_data_opts train "${_train_dir}") $(enh_data_opts valid "${_valid_dir}") \
-                --train_shape_file "${_logdir}/keys.JOB.scp" \
-                --valid_shape_file "${_logdir}/valid/keys.JOB.scp" \
-                --output_dir "${_logdir}/stats.JOB" ${sep_args}
-        # shellcheck disable=SC2046
-        ${python} -m espnet2.bin.aggregate_stats_dirs --output_dir "${sep_stats_dir}" \
-            $(for n in $(seq "${_nj}"); do echo "--input_dir ${_logdir}/stats.${n}"; done)
-        mark_done "${sep_stats_dir}" "${signature}"
-    fi
-
-    signature="${signature} args=${sep_args} stats=$(md5sum < "${sep_stats_dir}/.done")"
-    if is_done "${sep_exp}" "${signature}"; then
-        log "Stage 3: ${sep_exp} is trained, skipped"
-    else
-        log "Stage 3: train the separator in ${sep_exp} (log: ${sep_exp}/train.log)"
-        # No start_or_resume here: ESPnet's --resume continues from the last checkpoint.
-        mkdir -p "${sep_exp}"
-        _speech_shapes=()
-        for _split in train valid; do
-            for _shape in "${sep_stats_dir}/${_split}"/speech_{mix,ref[0-9]*}_shape; do
-                _speech_shapes+=(--"${_split}"_shape_file "${_shape}")
-            done
-        done
-        # shellcheck disable=SC2046,SC2086
-        launch_training "${sep_exp}/train.log" \
-            ${python} -m sepalm_espnet.bin.sep_train --config "${sep_config}" --sample_rate "${fs}" \
-                $(enh_data_opts train "${_train_dir}") $(enh_data_opts valid "${_valid_dir}") \
-                "${_speech_shapes[@]}" --resume true --output_dir "${sep_exp}" ${sep_args}
-        [ -e "${sep_exp}/${sep_inference_model}" ] \
-            || fail "training ended without ${sep_exp}/${sep_inference_model} (see --sep_inference_model)"
-        mark_done "${sep_exp}" "${signature}"
-    fi
+    log "Stage 3: separator (${sep_config})"
+    train_task sep sep_train "${sep_config}" "--sample_rate ${fs} ${sep_args}" "${sep_stats_dir}" "${sep_exp}" \
+        "${sep_inference_model}" "${dumpdir}/raw/${train_set}" "${dumpdir}/raw/${valid_set}" enh_data_opts wav.scp speech_mix
 fi
 
 if runs 4; then
@@ -244,16 +233,14 @@ if runs 4; then
     model_signature="model=$(md5sum < "${sep_exp}/${sep_inference_model}") segment=${sep_segment_sec}/${sep_hop_sec}"
     for dset in $(all_sets); do
         _data=${dumpdir}/raw/${dset}
-        _dir=${sep_exp}/decode/${dset}
+        _dir=$(sep_decode_of "${dset}")
         signature="${model_signature} data=$(md5sum < "${_data}/.done")"
         if is_done "${_dir}" "${signature}"; then
             log "Stage 4: ${_dir} is up to date, skipped"
             continue
         fi
         log "Stage 4: separate ${_data} into ${_dir}"
-        start_or_resume "${_dir}" "${signature}"
-        _logdir=${_dir}/logdir
-        _nj=$(split_keys "${_data}/wav.scp" "${_logdir}" "${inference_nj}")
+        start_split "${_data}/wav.scp" "${_dir}" "${signature}"
         ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_logdir}/separate.JOB.log" \
             ${python} -m sepalm_espnet.bin.sep_inference --wav_scp "${_data}/wav.scp" \
                 --key_file "${_logdir}/keys.JOB.scp" --output_dir "${_logdir}/output.JOB" \
@@ -280,33 +267,594 @@ if runs 4; then
     done
 fi
 
-if runs 14; then
-    for dset in ${test_sets}; do
+if runs 5; then
+    for dset in $(all_sets); do
         _data=${dumpdir}/raw/${dset}
-        _est=${sep_exp}/decode/${dset}
-        _dir=${_est}/score
-        [ -f "${_est}/.done" ] || fail "${_est} not found: run stage 4"
-        signature="estimates=$(md5sum < "${_est}/.done")"
+        _dec=$(sep_decode_of "${dset}")
+        _dir=$(teacher_of "${dset}")
+        [ -f "${_dec}/permutation" ] || fail "${_dec}/permutation not found: stage 5 needs references (run stage 4)"
+        signature="teacher=${asr_backend}:${asr_model} estimates=$(done_sum "${_dec}")"
         if is_done "${_dir}" "${signature}"; then
-            log "Stage 14: ${_dir} is up to date, skipped"
+            log "Stage 5: ${_dir} is up to date, skipped"
             continue
         fi
-        log "Stage 14: score ${_est} against ${_data}"
-        start_or_resume "${_dir}" "${signature}"
-        _logdir=${_dir}/logdir
-        _nj=$(split_keys "${_data}/wav.scp" "${_logdir}" "${inference_nj}")
-        ${decode_cmd} JOB=1:"${_nj}" "${_logdir}/score.JOB.log" \
-            ${python} -m sepalm_espnet.bin.score_separation --ref_dir "${_data}" --est_dir "${_est}" \
-                --key_file "${_logdir}/keys.JOB.scp" --out_dir "${_logdir}/split.JOB"
+        log "Stage 5: ${asr_backend} ${asr_model} transcripts of ${_dec} and of its references into ${_dir}"
+        start_split "${_dec}/spk1.scp" "${_dir}" "${signature}"
+        n_spk=$(num_speakers "${_dec}")
         # shellcheck disable=SC2046
-        ${python} -m sepalm_espnet.bin.score_separation --out_dir "${_dir}" \
-            --merge_dirs $(seq -f "${_logdir}/split.%g" 1 "${_nj}")
+        ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_logdir}/teacher.JOB.log" \
+            ${python} -m sepalm_espnet.bin.asr_teacher --backend "${asr_backend}" --model "${asr_model}" \
+                --batch_size "${asr_batch_size}" --device "$([ "${ngpu}" -gt 0 ] && echo cuda || echo cpu)" \
+                --key_file "${_logdir}/keys.JOB.scp" \
+                --wav_scp $(speaker_files "${_dec}" "${n_spk}" spk%n.scp) \
+                --output $(speaker_files "${_logdir}" "${n_spk}" text_pt_spk%n.JOB) \
+            '&&' ${python} -m sepalm_espnet.bin.asr_teacher --backend "${asr_backend}" --model "${asr_model}" \
+                --batch_size "${asr_batch_size}" --device "$([ "${ngpu}" -gt 0 ] && echo cuda || echo cpu)" \
+                --key_file "${_logdir}/keys.JOB.scp" --permutation "${_dec}/permutation" \
+                --wav_scp $(speaker_files "${_data}" "${n_spk}" spk%n.scp) \
+                --output $(speaker_files "${_logdir}" "${n_spk}" text_ct_spk%n.JOB)
+        for n in $(seq "${n_spk}"); do
+            merge_jobs "${_dir}/text_pt_spk${n}" "${_logdir}/text_pt_spk${n}" "${_nj}"
+            merge_jobs "${_dir}/text_ct_spk${n}" "${_logdir}/text_ct_spk${n}" "${_nj}"
+        done
+        # Ground truth, where the corpus has it, in the same (estimate) order for scoring.
+        if [ -f "${_data}/text_spk1" ]; then
+            # shellcheck disable=SC2046
+            ${python} -m sepalm_espnet.bin.speaker_files reorder --permutation "${_dec}/permutation" \
+                --input $(speaker_files "${_data}" "${n_spk}" text_spk%n) \
+                --output $(speaker_files "${_dir}" "${n_spk}" text_gt_spk%n)
+        fi
         mark_done "${_dir}" "${signature}"
     done
-    ${python} -m sepalm_espnet.bin.make_results --output "${expdir}/RESULTS.md" \
-        --test_sets ${test_sets} --system "SepFormer (${sep_tag})=${sep_exp}/decode/{test_set}/score" \
+fi
+
+if runs 6; then
+    _train_dec=$(sep_decode_of "${train_set}")
+    if [ -n "${unit_kmeans}" ]; then
+        [ -f "${kmeans_dir}/centers.npy" ] || fail "--unit_kmeans ${unit_kmeans}: no centers.npy (see bin/fit_kmeans.py)"
+    else
+        hubert_opts=()
+        [ "${unit_feature}" = hubert ] && hubert_opts=(--hubert_dir "${unit_hubert}" --layer "${unit_layer}")
+        signature="feature=${unit_feature} ${hubert_opts[*]} clusters=${unit_clusters} train=$(done_sum "${_train_dec}")"
+        if is_done "${kmeans_dir}" "${signature}"; then
+            log "Stage 6: ${kmeans_dir} is up to date, skipped"
+        else
+            log "Stage 6: fit ${unit_clusters}-means on ${unit_feature} features of ${_train_dec}"
+            start_or_resume "${kmeans_dir}" "${signature}"
+            # shellcheck disable=SC2046
+            ${train_cmd} --gpu "${ngpu}" "${kmeans_dir}/logdir/fit_kmeans.log" \
+                ${python} -m sepalm_espnet.bin.fit_kmeans --feature_type "${unit_feature}" "${hubert_opts[@]}" \
+                    --n_clusters "${unit_clusters}" --output_dir "${kmeans_dir}" \
+                    --device "$([ "${ngpu}" -gt 0 ] && echo cuda || echo cpu)" \
+                    --wav_scp $(speaker_files "${_train_dec}" "$(num_speakers "${_train_dec}")" spk%n.scp)
+            mark_done "${kmeans_dir}" "${signature}"
+        fi
+    fi
+    for dset in $(all_sets); do
+        _dec=$(sep_decode_of "${dset}")
+        _dir=$(units_of "${dset}")
+        _with_refs=false
+        if uses_semantic && { [ "${dset}" = "${train_set}" ] || [ "${dset}" = "${valid_set}" ]; }; then
+            _with_refs=true
+        fi
+        signature="kmeans=$(md5sum < "${kmeans_dir}/centers.npy") estimates=$(done_sum "${_dec}") refs=${_with_refs}"
+        if is_done "${_dir}" "${signature}"; then
+            log "Stage 6: ${_dir} is up to date, skipped"
+            continue
+        fi
+        log "Stage 6: speech units of ${_dec}$(${_with_refs} && echo ' and of its references') into ${_dir}"
+        start_split "${_dec}/spk1.scp" "${_dir}" "${signature}"
+        n_spk=$(num_speakers "${_dec}")
+        _ref_units=()
+        if ${_with_refs}; then
+            # shellcheck disable=SC2046
+            ${python} -m sepalm_espnet.bin.speaker_files reorder --permutation "${_dec}/permutation" \
+                --input $(speaker_files "${dumpdir}/raw/${dset}" "${n_spk}" spk%n.scp) \
+                --output $(speaker_files "${_logdir}" "${n_spk}" ref_spk%n.scp)
+            # shellcheck disable=SC2207
+            _ref_units=('&&' ${python} -m sepalm_espnet.bin.extract_units --kmeans_dir "${kmeans_dir}"
+                --device "$([ "${ngpu}" -gt 0 ] && echo cuda || echo cpu)" --key_file "${_logdir}/keys.JOB.scp"
+                $([ -n "${unit_hubert}" ] && echo "--hubert_dir ${unit_hubert}")
+                --wav_scp $(speaker_files "${_logdir}" "${n_spk}" ref_spk%n.scp)
+                --output $(speaker_files "${_logdir}" "${n_spk}" units_ref_spk%n.JOB))
+        fi
+        # shellcheck disable=SC2046
+        ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_logdir}/units.JOB.log" \
+            ${python} -m sepalm_espnet.bin.extract_units --kmeans_dir "${kmeans_dir}" \
+                --device "$([ "${ngpu}" -gt 0 ] && echo cuda || echo cpu)" --key_file "${_logdir}/keys.JOB.scp" \
+                $([ -n "${unit_hubert}" ] && echo "--hubert_dir ${unit_hubert}") \
+                --wav_scp $(speaker_files "${_dec}" "${n_spk}" spk%n.scp) \
+                --output $(speaker_files "${_logdir}" "${n_spk}" units_spk%n.JOB) "${_ref_units[@]}"
+        for n in $(seq "${n_spk}"); do
+            merge_jobs "${_dir}/units_spk${n}" "${_logdir}/units_spk${n}" "${_nj}"
+            ! ${_with_refs} || merge_jobs "${_dir}/units_ref_spk${n}" "${_logdir}/units_ref_spk${n}" "${_nj}"
+        done
+        mark_done "${_dir}" "${signature}"
+    done
+fi
+
+# The corrector's examples: one per separated speaker (keys <utt>_spk<n>), units of ŝ and the
+# teacher's transcripts of ŝ (text_pt) and of the matched clean reference (text_ct).
+cor_data_dir() { echo "${cor_exp}/data/$1"; }
+make_cor_data() {
+    local dset=$1 dir
+    dir=$(cor_data_dir "${dset}")
+    local units teacher n_spk signature name
+    units=$(units_of "${dset}")
+    teacher=$(teacher_of "${dset}")
+    signature="units=$(done_sum "${units}") teacher=$(done_sum "${teacher}")"
+    is_done "${dir}" "${signature}" && return 0
+    start_or_resume "${dir}" "${signature}"
+    n_spk=$(num_speakers "$(sep_decode_of "${dset}")")
+    # shellcheck disable=SC2046
+    ${python} -m sepalm_espnet.bin.speaker_files flatten \
+        --input $(speaker_files "${units}" "${n_spk}" units_spk%n) --output "${dir}/units"
+    for name in text_pt text_ct text_gt; do
+        [ -f "${teacher}/${name}_spk1" ] || continue
+        # shellcheck disable=SC2046
+        ${python} -m sepalm_espnet.bin.speaker_files flatten \
+            --input $(speaker_files "${teacher}" "${n_spk}" "${name}_spk%n") --output "${dir}/${name}"
+    done
+    mark_done "${dir}" "${signature}"
+}
+cor_data_opts() {
+    local split=$1 dir=$2 name
+    for name in units text_pt text_ct; do
+        echo "--${split}_data_path_and_name_and_type ${dir}/${name},${name},text"
+    done
+}
+
+if runs 7; then
+    log "Stage 7: corrector (${cor_config})"
+    for dset in ${train_set} ${valid_set}; do
+        make_cor_data "${dset}"
+    done
+    _tokenizer=${cor_exp}/tokenizer
+    _n_units=$(${python} -c "import numpy, sys; print(len(numpy.load(sys.argv[1])))" "${kmeans_dir}/centers.npy")
+    _train=$(cor_data_dir "${train_set}")
+    signature="base=${cor_base_tokenizer} vocab=${cor_vocab_size} units=${_n_units} train=$(done_sum "${_train}")"
+    if is_done "${_tokenizer}" "${signature}"; then
+        log "Stage 7: ${_tokenizer} is up to date, skipped"
+    else
+        # train_tokenizer replaces the whole directory: its log lives beside it.
+        rm -f "${_tokenizer}/.done"
+        mkdir -p "${cor_exp}/logdir"
+        if [ -n "${cor_base_tokenizer}" ]; then
+            _source=(--base_tokenizer "${cor_base_tokenizer}")
+        else
+            _source=(--text "${_train}/text_pt" "${_train}/text_ct" --vocab_size "${cor_vocab_size}")
+        fi
+        ${train_cmd} "${cor_exp}/logdir/train_tokenizer.log" \
+            ${python} -m sepalm_espnet.bin.train_tokenizer "${_source[@]}" --n_units "${_n_units}" \
+                --output_dir "${_tokenizer}"
+        mark_done "${_tokenizer}" "${signature}"
+    fi
+    train_task cor cor_train "${cor_config}" "--tokenizer_dir ${_tokenizer} ${cor_args}" \
+        "${expdir}/cor_stats_${cor_tag}" "${cor_exp}" "${cor_inference_model}" \
+        "${_train}" "$(cor_data_dir "${valid_set}")" cor_data_opts units input_ids
+fi
+
+if runs 8; then
+    if [ -z "${cor_cascade_lm}" ]; then
+        [ -e "${cor_exp}/${cor_inference_model}" ] || fail "${cor_exp}/${cor_inference_model} not found: run stage 7"
+        model_signature="model=$(md5sum < "${cor_exp}/${cor_inference_model}") args=${cor_inference_args}"
+    else
+        [ -d "${cor_cascade_lm}" ] || fail "--cor_cascade_lm ${cor_cascade_lm}: not a directory"
+        model_signature="cascade=${asr_backend}:${asr_model}+$(cat "${cor_cascade_lm}"/config.json | md5sum)"
+    fi
+    for dset in $(all_sets); do
+        make_cor_data "${dset}"
+        _data=$(cor_data_dir "${dset}")
+        _dir=${cor_decode}/${dset}
+        signature="${model_signature} data=$(done_sum "${_data}")"
+        if is_done "${_dir}" "${signature}"; then
+            log "Stage 8: ${_dir} is up to date, skipped"
+            continue
+        fi
+        start_split "${_data}/units" "${_dir}" "${signature}"
+        if [ -z "${cor_cascade_lm}" ]; then
+            log "Stage 8: correct ${_data} into ${_dir}"
+            # shellcheck disable=SC2086
+            ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_logdir}/correct.JOB.log" \
+                ${python} -m sepalm_espnet.bin.cor_inference --train_config "${cor_exp}/config.yaml" \
+                    --model_file "${cor_exp}/${cor_inference_model}" --units "${_data}/units" \
+                    --teacher_text "${_data}/text_pt" --key_file "${_logdir}/keys.JOB.scp" \
+                    --output_dir "${_logdir}/output.JOB" --ngpu "${ngpu}" ${cor_inference_args}
+        else
+            log "Stage 8: cascade (${asr_backend} N-best + ${cor_cascade_lm}) of $(sep_decode_of "${dset}") into ${_dir}"
+            # shellcheck disable=SC2046
+            ${python} -m sepalm_espnet.bin.speaker_files flatten --output "${_logdir}/est_wav.scp" \
+                --input $(speaker_files "$(sep_decode_of "${dset}")" "$(num_speakers "$(sep_decode_of "${dset}")")" spk%n.scp)
+            ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_logdir}/cascade.JOB.log" \
+                ${python} -m sepalm_espnet.bin.cascade_correct --backend "${asr_backend}" --model "${asr_model}" \
+                    --lm "${cor_cascade_lm}" --wav_scp "${_logdir}/est_wav.scp" --key_file "${_logdir}/keys.JOB.scp" \
+                    --device "$([ "${ngpu}" -gt 0 ] && echo cuda || echo cpu)" --output_dir "${_logdir}/output.JOB"
+        fi
+        # shellcheck disable=SC2046
+        ${python} -m sepalm_espnet.bin.cor_inference --output_dir "${_dir}" \
+            --merge_dirs $(seq -f "${_logdir}/output.%g" 1 "${_nj}")
+        mark_done "${_dir}" "${signature}"
+    done
+    # Transcript WER (paper: against Whisper's transcript of the clean speech; and against the
+    # ground truth where the corpus has it) of the teacher on ŝ, and of both corrector outputs.
+    for dset in ${test_sets}; do
+        _data=$(cor_data_dir "${dset}")
+        _dir=${cor_decode}/${dset}/score_text
+        signature="decode=$(done_sum "${cor_decode}/${dset}")"
+        if is_done "${_dir}" "${signature}"; then
+            log "Stage 8: ${_dir} is up to date, skipped"
+            continue
+        fi
+        start_or_resume "${_dir}" "${signature}"
+        for _hyp in teacher:"${_data}/text_pt" preliminary:"${cor_decode}/${dset}/text_pt" \
+                corrected:"${cor_decode}/${dset}/text_ct"; do
+            for _ref in teacher:"${_data}/text_ct" gt:"${_data}/text_gt"; do
+                [ -f "${_ref#*:}" ] || continue
+                ${python} -m sepalm_espnet.bin.score_wer --ref "${_ref#*:}" --hyp "${_hyp#*:}" \
+                    --metric "wer_${_ref%%:*}" --output "${_dir}/${_hyp%%:*}_${_ref%%:*}/wer_summary.json"
+            done
+        done
+        mark_done "${_dir}" "${signature}"
+    done
+fi
+
+if runs 9; then
+    if [ -n "${codec_config}" ]; then
+        _codec_exp=$(dirname "${codec_file}")
+        _train=${dumpdir}/raw/${train_set}
+        _valid=${dumpdir}/raw/${valid_set}
+        [ -f "${codec_config}" ] || fail "--codec_config ${codec_config}: file not found"
+        signature="config=$(md5sum < "${codec_config}") args=${codec_args} data=$(done_sum "${_train}" "${_valid}")"
+        if is_done "${_codec_exp}" "${signature}"; then
+            log "Stage 9: ${_codec_exp} is trained, skipped"
+        else
+            log "Stage 9: train a DAC-architecture codec in ${_codec_exp} (${codec_config})"
+            start_or_resume "${_codec_exp}" "${signature}"
+            # Clean speech of every training speaker: the codec must code clean speech well.
+            # shellcheck disable=SC2046,SC2086
+            ${cuda_cmd} --gpu "${ngpu}" "${_codec_exp}/train.log" \
+                ${python} -m sepalm_espnet.bin.codec_train --config "${codec_config}" --ngpu "${ngpu}" \
+                    --wav_scp $(speaker_files "${_train}" "$(num_speakers "${_train}")" spk%n.scp) \
+                    --valid_wav_scp "${_valid}/spk1.scp" --output_dir "${_codec_exp}" ${codec_args}
+            mark_done "${_codec_exp}" "${signature}"
+        fi
+        codec_signature="codec=$(md5sum < "${codec_file}")"
+    else
+        codec_signature="codec=${codec}"
+    fi
+    for dset in $(all_sets); do
+        _data=${dumpdir}/raw/${dset}
+        _dec=$(sep_decode_of "${dset}")
+        _dir=$(codec_tokens_of "${dset}")
+        signature="${codec_signature} estimates=$(done_sum "${_dec}")"
+        if is_done "${_dir}" "${signature}"; then
+            log "Stage 9: ${_dir} is up to date, skipped"
+            continue
+        fi
+        log "Stage 9: DAC tokens of ${_dec} and of its references into ${_dir}"
+        start_or_resume "${_dir}" "${signature}"
+        n_spk=$(num_speakers "${_dec}")
+        # One example per separated speaker; the reference is the one matched to it.
+        # shellcheck disable=SC2046
+        ${python} -m sepalm_espnet.bin.speaker_files flatten \
+            --input $(speaker_files "${_dec}" "${n_spk}" spk%n.scp) --output "${_dir}/est_wav.scp"
+        # shellcheck disable=SC2046
+        ${python} -m sepalm_espnet.bin.speaker_files reorder --permutation "${_dec}/permutation" \
+            --input $(speaker_files "${_data}" "${n_spk}" spk%n.scp) \
+            --output $(speaker_files "${_dir}/logdir" "${n_spk}" ref_spk%n.scp)
+        # shellcheck disable=SC2046
+        ${python} -m sepalm_espnet.bin.speaker_files flatten \
+            --input $(speaker_files "${_dir}/logdir" "${n_spk}" ref_spk%n.scp) --output "${_dir}/ref_wav.scp"
+        for _side in est ref; do
+            _nj=$(split_keys "${_dir}/${_side}_wav.scp" "${_dir}/logdir/${_side}" "${inference_nj}")
+            ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_dir}/logdir/${_side}_tokens.JOB.log" \
+                ${python} -m sepalm_espnet.bin.codec_tokenize --codec "${codec_file}" --ngpu "${ngpu}" \
+                    --wav_scp "${_dir}/${_side}_wav.scp" --key_file "${_dir}/logdir/${_side}/keys.JOB.scp" \
+                    --output_dir "${_dir}" --output_name "${_side}_tokens.JOB"
+            ${python} -m sepalm_espnet.bin.codec_tokenize --merge_jobs "${_nj}" \
+                --wav_scp "${_dir}/${_side}_wav.scp" --output_dir "${_dir}" --output_name "${_side}_tokens"
+        done
+        mark_done "${_dir}" "${signature}"
+    done
+
+    # Phonemes of the corrected transcripts; the token list comes from the training set.
+    _token_list=${cor_decode}/phoneme_token_list.txt
+    for dset in $(all_sets); do
+        _dir=${cor_decode}/${dset}
+        [ -f "${_dir}/.done" ] || fail "${_dir} not found: run stage 8"
+        if [ -f "${_dir}/phonemes" ] && [ "${_dir}/phonemes" -nt "${_dir}/.done" ]; then
+            log "Stage 9: ${_dir}/phonemes is up to date, skipped"
+            continue
+        fi
+        log "Stage 9: phonemes of ${_dir}/text_ct"
+        _token_list_opt=()
+        [ "${dset}" = "${train_set}" ] && _token_list_opt=(--token_list_out "${_token_list}")
+        ${python} -m sepalm_espnet.bin.g2p --text "${_dir}/text_ct" --output "${_dir}/phonemes" "${_token_list_opt[@]}"
+    done
+fi
+
+# The synthesizer's examples: DAC tokens of ŝ and of the matched reference, corrected phonemes.
+syn_data_dir() { echo "${syn_exp}/data/$1"; }
+make_syn_data() {
+    local dset=$1 dir tokens signature
+    dir=$(syn_data_dir "${dset}")
+    tokens=$(codec_tokens_of "${dset}")
+    [ -f "${cor_decode}/${dset}/phonemes" ] || fail "${cor_decode}/${dset}/phonemes not found: run stage 9"
+    signature="tokens=$(done_sum "${tokens}") phonemes=$(md5sum < "${cor_decode}/${dset}/phonemes")"
+    uses_semantic && signature="${signature} semantic=$(done_sum "$(units_of "${dset}")")"
+    is_done "${dir}" "${signature}" && return 0
+    start_or_resume "${dir}" "${signature}"
+    cp "${tokens}/est_tokens.scp" "${tokens}/ref_tokens.scp" "${cor_decode}/${dset}/phonemes" "${dir}/"
+    if uses_semantic; then
+        # Teacher forcing on the units of the clean speech; stage 11 uses the T2S prediction.
+        local units
+        units=$(units_of "${dset}")
+        [ -f "${units}/units_ref_spk1" ] || fail "${units}/units_ref_spk1 not found: rerun stage 6 (it makes them for condition: semantic)"
+        # shellcheck disable=SC2046
+        ${python} -m sepalm_espnet.bin.speaker_files flatten --output "${dir}/semantic" \
+            --input $(speaker_files "${units}" "$(num_speakers "$(sep_decode_of "${dset}")")" units_ref_spk%n)
+    fi
+    mark_done "${dir}" "${signature}"
+}
+syn_data_opts() {
+    echo "--$1_data_path_and_name_and_type $2/est_tokens.scp,est_tokens,kaldi_ark"
+    echo "--$1_data_path_and_name_and_type $2/ref_tokens.scp,ref_tokens,kaldi_ark"
+    echo "--$1_data_path_and_name_and_type $2/phonemes,phonemes,text"
+    [ ! -f "$2/semantic" ] || echo "--$1_data_path_and_name_and_type $2/semantic,semantic,text_int"
+}
+t2s_data_opts() {
+    echo "--$1_data_path_and_name_and_type $2/phonemes,phonemes,text"
+    echo "--$1_data_path_and_name_and_type $2/semantic,units,text_int"
+}
+
+if runs 10; then
+    log "Stage 10: synthesizer (${syn_config})"
+    for dset in ${train_set} ${valid_set}; do
+        make_syn_data "${dset}"
+    done
+    _semantic_conf=""
+    if uses_semantic; then
+        log "Stage 10: text-to-semantic model (${t2s_config}) for the semantic condition"
+        _n_units=$(${python} -c "import numpy, sys; print(len(numpy.load(sys.argv[1])))" "${kmeans_dir}/centers.npy")
+        _semantic_conf="--model_conf semantic_vocab_size=${_n_units}"
+        train_task t2s t2s_train "${t2s_config}" \
+            "--token_list ${cor_decode}/phoneme_token_list.txt --model_conf unit_vocab_size=${_n_units} ${t2s_args}" \
+            "${expdir}/t2s_stats_${t2s_tag}" "${t2s_exp}" "${t2s_inference_model}" \
+            "$(syn_data_dir "${train_set}")" "$(syn_data_dir "${valid_set}")" t2s_data_opts phonemes phonemes
+    fi
+    train_task syn syn_train "${syn_config}" "--token_list ${cor_decode}/phoneme_token_list.txt ${_semantic_conf} ${syn_args}" \
+        "${expdir}/syn_stats_${syn_tag}" "${syn_exp}" "${syn_inference_model}" \
+        "$(syn_data_dir "${train_set}")" "$(syn_data_dir "${valid_set}")" syn_data_opts est_tokens.scp ref_tokens
+fi
+
+if runs 11; then
+    [ -e "${syn_exp}/${syn_inference_model}" ] || fail "${syn_exp}/${syn_inference_model} not found: run stage 10"
+    model_signature="model=$(md5sum < "${syn_exp}/${syn_inference_model}") args=${syn_inference_args}"
+    # The aligner trains on refined speech of the training set, so every set is synthesized.
+    for dset in $(all_sets); do
+        _tokens=$(codec_tokens_of "${dset}")
+        _dir=${syn_decode}/${dset}
+        signature="${model_signature} tokens=$(done_sum "${_tokens}") phonemes=$(md5sum < "${cor_decode}/${dset}/phonemes")"
+        _semantic=()
+        if uses_semantic; then
+            [ -e "${t2s_exp}/${t2s_inference_model}" ] || fail "${t2s_exp}/${t2s_inference_model} not found: run stage 10"
+            signature="${signature} t2s=$(md5sum < "${t2s_exp}/${t2s_inference_model}")"
+            _semantic=(--semantic "${syn_decode}/${dset}/semantic")
+        fi
+        if is_done "${_dir}" "${signature}"; then
+            log "Stage 11: ${_dir} is up to date, skipped"
+            continue
+        fi
+        log "Stage 11: refined speech of ${_tokens} into ${_dir}"
+        start_split "${_tokens}/est_tokens.scp" "${_dir}" "${signature}"
+        if uses_semantic; then
+            ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_logdir}/t2s.JOB.log" \
+                ${python} -m sepalm_espnet.bin.t2s_inference --train_config "${t2s_exp}/config.yaml" \
+                    --model_file "${t2s_exp}/${t2s_inference_model}" --phonemes "${cor_decode}/${dset}/phonemes" \
+                    --key_file "${_logdir}/keys.JOB.scp" --output "${_logdir}/semantic.JOB" --ngpu "${ngpu}"
+            merge_jobs "${_dir}/semantic" "${_logdir}/semantic" "${_nj}"
+        fi
+        # shellcheck disable=SC2086
+        ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_logdir}/synthesize.JOB.log" \
+            ${python} -m sepalm_espnet.bin.syn_inference --train_config "${syn_exp}/config.yaml" \
+                --model_file "${syn_exp}/${syn_inference_model}" --codec "${codec_file}" \
+                --est_tokens "${_tokens}/est_tokens.scp" --phonemes "${cor_decode}/${dset}/phonemes" \
+                --wav_scp "${_tokens}/est_wav.scp" --key_file "${_logdir}/keys.JOB.scp" "${_semantic[@]}" \
+                --output_dir "${_logdir}/output.JOB" --ngpu "${ngpu}" ${syn_inference_args}
+        # shellcheck disable=SC2046
+        ${python} -m sepalm_espnet.bin.syn_inference --output_dir "${_dir}" \
+            --merge_dirs $(seq -f "${_logdir}/output.%g" 1 "${_nj}")
+        # shellcheck disable=SC2046
+        ${python} -m sepalm_espnet.bin.speaker_files unflatten --input "${_dir}/speech.scp" \
+            --output $(speaker_files "${_dir}" "$(num_speakers "$(sep_decode_of "${dset}")")" spk%n.scp)
+        mark_done "${_dir}" "${signature}"
+    done
+fi
+
+# The aligner's examples: ŝ, its refined s* and the matched clean reference.
+ali_data_dir() { echo "${ali_exp}/data/$1"; }
+make_ali_data() {
+    local dset=$1 dir tokens signature
+    dir=$(ali_data_dir "${dset}")
+    tokens=$(codec_tokens_of "${dset}")
+    signature="tokens=$(done_sum "${tokens}") refined=$(done_sum "${syn_decode}/${dset}")"
+    is_done "${dir}" "${signature}" && return 0
+    start_or_resume "${dir}" "${signature}"
+    cp "${tokens}/est_wav.scp" "${dir}/speech_est.scp"
+    cp "${syn_decode}/${dset}/speech.scp" "${dir}/speech_syn.scp"
+    cp "${tokens}/ref_wav.scp" "${dir}/speech_ref.scp"
+    mark_done "${dir}" "${signature}"
+}
+ali_data_opts() {
+    local name
+    for name in speech_est speech_syn speech_ref; do
+        echo "--$1_data_path_and_name_and_type $2/${name}.scp,${name},sound"
+    done
+}
+
+if runs 12; then
+    log "Stage 12: aligner (${ali_config})"
+    for dset in ${train_set} ${valid_set}; do
+        make_ali_data "${dset}"
+    done
+    train_task ali ali_train "${ali_config}" "${ali_args}" "${expdir}/ali_stats_${ali_tag}" "${ali_exp}" \
+        "${ali_inference_model}" "$(ali_data_dir "${train_set}")" "$(ali_data_dir "${valid_set}")" \
+        ali_data_opts speech_est.scp speech_est
+fi
+
+if runs 13; then
+    [ -e "${ali_exp}/${ali_inference_model}" ] || fail "${ali_exp}/${ali_inference_model} not found: run stage 12"
+    model_signature="model=$(md5sum < "${ali_exp}/${ali_inference_model}")"
+    for dset in ${test_sets}; do
+        make_ali_data "${dset}"
+        _data=$(ali_data_dir "${dset}")
+        _dir=${ali_decode}/${dset}
+        signature="${model_signature} data=$(done_sum "${_data}")"
+        if is_done "${_dir}" "${signature}"; then
+            log "Stage 13: ${_dir} is up to date, skipped"
+            continue
+        fi
+        log "Stage 13: SepALM output of ${dset} (aligned ŝ and s*) into ${_dir}"
+        start_split "${_data}/speech_est.scp" "${_dir}" "${signature}"
+        ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_logdir}/align.JOB.log" \
+            ${python} -m sepalm_espnet.bin.ali_inference --train_config "${ali_exp}/config.yaml" \
+                --model_file "${ali_exp}/${ali_inference_model}" --est_scp "${_data}/speech_est.scp" \
+                --syn_scp "${_data}/speech_syn.scp" --key_file "${_logdir}/keys.JOB.scp" \
+                --output_dir "${_logdir}/output.JOB"
+        # shellcheck disable=SC2046
+        ${python} -m sepalm_espnet.bin.ali_inference --output_dir "${_dir}" \
+            --merge_dirs $(seq -f "${_logdir}/output.%g" 1 "${_nj}")
+        # shellcheck disable=SC2046
+        ${python} -m sepalm_espnet.bin.speaker_files unflatten --input "${_dir}/speech.scp" \
+            --output $(speaker_files "${_dir}" "$(num_speakers "$(sep_decode_of "${dset}")")" spk%n.scp)
+        mark_done "${_dir}" "${signature}"
+    done
+fi
+
+# Rows of RESULTS.md, "name=score dir with {test_set}" (a name given twice merges its dirs).
+# Each run's rows are added to ${expdir}/results_systems, so ablations run with other options
+# (paper Table 3) stay side by side. Separated speech systems are scored here; transcripts by stage 8.
+current_systems() {
+    local infer=""
+    [ "${cor_inference_tag}" = default ] || infer="/${cor_inference_tag}"
+    echo "Whisper on SepFormer output (${asr_backend} ${asr_model##*/}): transcript=${cor_decode}/{test_set}/score_text/teacher_teacher"
+    echo "Whisper on SepFormer output (${asr_backend} ${asr_model##*/}): transcript=${cor_decode}/{test_set}/score_text/teacher_gt"
+    echo "Corrector ${cor_tag}${infer}: preliminary transcript=${cor_decode}/{test_set}/score_text/preliminary_teacher"
+    echo "Corrector ${cor_tag}${infer}: preliminary transcript=${cor_decode}/{test_set}/score_text/preliminary_gt"
+    echo "Corrector ${cor_tag}${infer}: corrected transcript=${cor_decode}/{test_set}/score_text/corrected_teacher"
+    echo "Corrector ${cor_tag}${infer}: corrected transcript=${cor_decode}/{test_set}/score_text/corrected_gt"
+    echo "SepFormer (${sep_tag})=${sep_exp}/decode/{test_set}/score"
+    echo "SepALM without aligner (${cor_tag}${infer}, ${syn_tag})=${syn_decode}/{test_set}/score"
+    echo "SepALM (${cor_tag}${infer}, ${syn_tag}, ${ali_tag})=${ali_decode}/{test_set}/score"
+}
+
+# pack_model options of every component this run trained (separator only if stages 5-13 were
+# skipped); paths hold no spaces (they are made from tags).
+packed_components() {
+    echo "--separator_config ${sep_exp}/config.yaml --separator_model ${sep_exp}/${sep_inference_model}"
+    [ -e "${ali_exp}/${ali_inference_model}" ] || return 0
+    echo "--component kmeans:centers=${kmeans_dir}/centers.npy,kmeans=${kmeans_dir}/kmeans.yaml"
+    echo "--component corrector:config=${cor_exp}/config.yaml,model=${cor_exp}/${cor_inference_model}"
+    echo "--component codec:codec=${codec_file}"
+    echo "--component synthesizer:config=${syn_exp}/config.yaml,model=${syn_exp}/${syn_inference_model}"
+    echo "--component aligner:config=${ali_exp}/config.yaml,model=${ali_exp}/${ali_inference_model}"
+    if uses_semantic; then
+        echo "--component t2s:config=${t2s_exp}/config.yaml,model=${t2s_exp}/${t2s_inference_model}"
+    fi
+}
+
+if { runs 14 || runs 15; } && [ -e "${ali_exp}/${ali_inference_model}" ] && [ ! -f "${codec_file}" ]; then
+    # A release tag: packing needs the weights file, which dac keeps in its cache.
+    codec_file=$(${python} -c 'import sys, dac.utils; print(dac.utils.download(model_type=sys.argv[1]))' "${codec}") \
+        || fail "--codec ${codec}: no DAC weights file to pack (give a local .pth with --codec)"
+fi
+
+if runs 14; then
+    _registry=${expdir}/results_systems
+    touch "${_registry}"
+    current_systems | while read -r _system; do
+        grep -qxF "${_system}" "${_registry}" || echo "${_system}" >> "${_registry}"
+    done
+    _asr_device=$([ "${ngpu}" -gt 0 ] && echo cuda || echo cpu)
+    while read -r _system; do
+        case "${_system}" in *"/score_text/"*) continue ;; esac
+        for dset in ${test_sets}; do
+            _data=${dumpdir}/raw/${dset}
+            _dir=$(echo "${_system#*=}" | sed "s|{test_set}|${dset}|")
+            _est=$(dirname "${_dir}")
+            if [ ! -f "${_est}/.done" ] || [ ! -f "${_est}/spk1.scp" ]; then
+                log "Stage 14: ${_est} not found: ${_system%%=*} is not scored on ${dset}"
+                continue
+            fi
+            signature="estimates=$(done_sum "${_est}") teacher=${asr_backend}:${asr_model}"
+            if is_done "${_dir}" "${signature}"; then
+                log "Stage 14: ${_dir} is up to date, skipped"
+                continue
+            fi
+            log "Stage 14: score ${_est} against ${_data}"
+            start_split "${_data}/wav.scp" "${_dir}" "${signature}"
+            _perm=$(sep_decode_of "${dset}")/permutation
+            ${decode_cmd} JOB=1:"${_nj}" "${_logdir}/score.JOB.log" \
+                ${python} -m sepalm_espnet.bin.score_separation --ref_dir "${_data}" --est_dir "${_est}" \
+                    --permutation "${_perm}" --key_file "${_logdir}/keys.JOB.scp" --out_dir "${_logdir}/split.JOB"
+            # shellcheck disable=SC2046
+            ${python} -m sepalm_espnet.bin.score_separation --out_dir "${_dir}" \
+                --merge_dirs $(seq -f "${_logdir}/split.%g" 1 "${_nj}")
+            # WER of the output speech (Whisper, as the paper) and SIM (speaker embeddings).
+            _n_spk=$(num_speakers "${_est}")
+            # shellcheck disable=SC2046
+            ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_logdir}/score_speech.JOB.log" \
+                ${python} -m sepalm_espnet.bin.score_speech --ref_dir "${_data}" --permutation "${_perm}" \
+                    --speech_scps $(speaker_files "${_est}" "${_n_spk}" spk%n.scp) \
+                    --teacher_texts $(speaker_files "$(teacher_of "${dset}")" "${_n_spk}" text_ct_spk%n) \
+                    --asr_backend "${asr_backend}" --asr_model "${asr_model}" --sim_backend "${sim_backend}" \
+                    $([ -n "${sim_model}" ] && echo "--sim_model ${sim_model}") --device "${_asr_device}" \
+                    --key_file "${_logdir}/keys.JOB.scp" --out_dir "${_logdir}/speech.JOB"
+            # shellcheck disable=SC2046
+            ${python} -m sepalm_espnet.bin.score_speech --out_dir "${_dir}" \
+                --merge_dirs $(seq -f "${_logdir}/speech.%g" 1 "${_nj}")
+            mark_done "${_dir}" "${signature}"
+        done
+    done < "${_registry}"
+    # RTF per component on 5 s inputs (paper §4.3), of the system as packed: separator only,
+    # without aligner, full SepALM.
+    if [ -e "${ali_exp}/${ali_inference_model}" ]; then
+        _rtf_archive=${expdir}/rtf/sepalm.zip
+        rm -f "${_rtf_archive}"
+        for dset in ${test_sets}; do
+            for _pair in "separator_only:$(sep_decode_of "${dset}")/score" "no_aligner:${syn_decode}/${dset}/score" \
+                    "sepalm:${ali_decode}/${dset}/score"; do
+                _out=${_pair#*:}/rtf.json
+                if [ -f "${_out}" ] && [ "${_out}" -nt "${_pair#*:}/.done" ]; then
+                    continue
+                fi
+                if [ ! -f "${_rtf_archive}" ]; then
+                    # shellcheck disable=SC2046
+                    ${python} -m sepalm_espnet.bin.pack_model --out "${_rtf_archive}" $(packed_components) > /dev/null
+                fi
+                log "Stage 14: RTF of ${_pair%%:*} on 5 s inputs of ${dset}"
+                ${decode_cmd} --gpu "${ngpu}" "${_pair#*:}/logdir/rtf.log" \
+                    ${python} -m sepalm_espnet.bin.measure_rtf --model "${_rtf_archive}" --mode "${_pair%%:*}" \
+                        --wav_scp "${dumpdir}/raw/${dset}/wav.scp" --utterances "${rtf_utterances}" \
+                        --device "${_asr_device}" --output "${_out}"
+            done
+        done
+    fi
+    _results_args=()
+    while read -r _system; do
+        # Rows whose scores do not exist (stages not run) are left out.
+        for dset in ${test_sets}; do
+            if compgen -G "$(echo "${_system#*=}" | sed "s|{test_set}|${dset}|")/*.json" > /dev/null; then
+                _results_args+=(--system "${_system}")
+                break
+            fi
+        done
+    done < "${_registry}"
+    # shellcheck disable=SC2086
+    ${python} -m sepalm_espnet.bin.make_results --output "${expdir}/RESULTS.md" --test_sets ${test_sets} \
+        "${_results_args[@]}" \
         --metadata "date=$(date '+%Y-%m-%d')" --metadata "separator config=${sep_config}" \
-        --metadata "separator model=${sep_exp}/${sep_inference_model}"
+        --metadata "teacher and WER transcriber=${asr_backend} ${asr_model}"
     log "Stage 14: results in ${expdir}/RESULTS.md"
     cat "${expdir}/RESULTS.md" >&2
 fi
@@ -314,12 +862,23 @@ fi
 if runs 15; then
     _archive=${expdir}/packed/${packed_name:-sepalm_${sep_tag}}.zip
     [ -f "${expdir}/RESULTS.md" ] || fail "${expdir}/RESULTS.md not found: run stage 14"
-    log "Stage 15: pack ${_archive}"
-    ${python} -m sepalm_espnet.bin.pack_model --out "${_archive}" \
-        --separator_config "${sep_exp}/config.yaml" --separator_model "${sep_exp}/${sep_inference_model}" \
-        --results "${expdir}/RESULTS.md"
-    log "Stage 15: load it with: python -c \"from sepalm_espnet.inference import SeparatorModel;" \
-        "print(SeparatorModel.from_pretrained('${_archive}').separate('mixture.wav'))\""
+    _usage=SeparatorModel
+    [ -e "${ali_exp}/${ali_inference_model}" ] && _usage=SepALM
+    # shellcheck disable=SC2207
+    _components=($(packed_components))
+    log "Stage 15: pack ${_archive} (${_usage})"
+    ${python} -m sepalm_espnet.bin.pack_model --out "${_archive}" "${_components[@]}" --results "${expdir}/RESULTS.md"
+    log "Stage 15: load it with: python -c \"from sepalm_espnet.inference import ${_usage};" \
+        "print(${_usage}.from_pretrained('${_archive}').separate('mixture.wav'))\""
+fi
+
+if runs 16; then
+    _archive=${expdir}/packed/${packed_name:-sepalm_${sep_tag}}.zip
+    [ -f "${_archive}" ] || fail "${_archive} not found: run stage 15"
+    [ -n "${hf_repo}" ] || fail "stage 16 needs --hf_repo <user>/<name>"
+    log "Stage 16: upload ${_archive} to ${hf_repo}$([ "${hf_dry_run}" = true ] && echo ' (dry run)')"
+    ${python} -m sepalm_espnet.bin.upload_hf --src "${_archive}" --repo_id "${hf_repo}" \
+        $([ "${hf_dry_run}" = true ] && echo --dry_run)
 fi
 
 log "Successfully finished stages ${stage}-${stop_stage}"

@@ -1,0 +1,14 @@
+"""Train (or collect stats for) the text-to-semantic model with ESPnet's own trainer.
+
+`python -m sepalm_espnet.bin.t2s_train <ESPnet task options>`: every ESPnet option works
+unchanged; the data names (phonemes, units) are in sepalm_espnet/tasks/t2s.py.
+"""
+from sepalm_espnet.tasks.t2s import TextToSemanticTask
+
+
+def main(cmd=None):
+    TextToSemanticTask.main(cmd=cmd)
+
+
+if __name__ == "__main__":
+    main()

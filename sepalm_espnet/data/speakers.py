@@ -1,0 +1,66 @@
+"""Per-speaker Kaldi files in the estimates' speaker order, and one file over all speakers.
+
+A separator writes spk<n>.scp in its own output order. Stage 4 matches estimates to references
+once (the `permutation` file: for each reference speaker, the 1-based estimate it matched), and
+every later stage works in estimate order: `reorder` puts reference-side files (clean speech,
+ground-truth text) into that order.
+
+The corrector, synthesizer and aligner train on one example per separated speaker, so their
+data files hold all speakers under keys `<utt>_spk<n>` (`flatten`); `unflatten` splits an
+output back into spk<n> files for scoring.
+"""
+from __future__ import annotations
+
+import re
+from typing import Dict, List, Mapping, Sequence
+
+from sepalm_espnet.data.kaldi_dir import DataDirError
+
+SPEAKER_KEY = re.compile(r"^(?P<utt>.+)_spk(?P<n>[1-9][0-9]*)$")
+
+
+def speaker_key(utt: str, speaker: int) -> str:
+    """Key of speaker `speaker` (1-based) of utterance `utt` in a flattened file."""
+    return f"{utt}_spk{speaker}"
+
+
+def reorder(
+    per_reference: Sequence[Mapping[str, str]], permutation: Mapping[str, Sequence[int]], where: str
+) -> List[Dict[str, str]]:
+    """Reference-ordered files -> estimate-ordered files (`permutation` 0-based, as read_permutation)."""
+    n_spk = len(per_reference)
+    out: List[Dict[str, str]] = [{} for _ in range(n_spk)]
+    for utt, perm in permutation.items():
+        if sorted(perm) != list(range(n_spk)):
+            raise DataDirError(f"{where}: utterance '{utt}': {list(perm)} is not a permutation of {n_spk} speakers")
+        for reference, estimate in enumerate(perm):
+            if utt not in per_reference[reference]:
+                raise DataDirError(f"{where}: utterance '{utt}' missing from reference speaker {reference + 1}")
+            out[estimate][utt] = per_reference[reference][utt]
+    return out
+
+
+def flatten(per_speaker: Sequence[Mapping[str, str]]) -> Dict[str, str]:
+    """spk<n> files -> one file with `<utt>_spk<n>` keys, sorted."""
+    merged = {
+        speaker_key(utt, n): value
+        for n, entries in enumerate(per_speaker, start=1)
+        for utt, value in entries.items()
+    }
+    return dict(sorted(merged.items()))
+
+
+def unflatten(entries: Mapping[str, str], n_spk: int, where: str) -> List[Dict[str, str]]:
+    """Inverse of `flatten`; every utterance must have all `n_spk` speakers."""
+    out: List[Dict[str, str]] = [{} for _ in range(n_spk)]
+    for key, value in entries.items():
+        match = SPEAKER_KEY.match(key)
+        if match is None or int(match["n"]) > n_spk:
+            raise DataDirError(f"{where}: key '{key}' is not <utterance>_spk<1..{n_spk}>")
+        out[int(match["n"]) - 1][match["utt"]] = value
+    utterances = set().union(*out)
+    for n, speaker in enumerate(out, start=1):
+        missing = sorted(utterances - set(speaker))
+        if missing:
+            raise DataDirError(f"{where}: utterance '{missing[0]}' has no speaker {n} ('{speaker_key(missing[0], n)}')")
+    return [dict(sorted(speaker.items())) for speaker in out]

@@ -1,0 +1,264 @@
+"""Stage 11: refined speech s* from Ŝ's codec tokens and the corrected text (paper §3.4).
+
+`Resynthesizer` runs a trained synthesizer's generate() (AR+NAR or masked) on one utterance
+and decodes the generated tokens with the DAC decoder to exactly the length of the separated
+estimate, so the aligner (stage 12) can combine ŝ and s* sample by sample. The AR model
+chooses its own length T''; its waveform is cut or padded with silence to that length.
+
+`synthesize_scp` does a whole token scp (or a JOB's keys) into <output_dir>/wavs/<key>.wav,
+speech.scp and rtf.json (sepalm_espnet.metrics.rtf's record, component "synthesizer": model +
+codec decoding over the audio produced); `merge_outputs` joins JOB directories.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import yaml
+
+from sepalm_espnet.data.audio import write_audio
+from sepalm_espnet.data.format import load_mono
+from sepalm_espnet.metrics.rtf import RTF_FILE, RtfMeter, merge_rtf_files
+from sepalm_espnet.data.kaldi_dir import (
+    DataDirError,
+    PathLike,
+    atomic_path,
+    read_key_file,
+    read_kv,
+    read_text,
+    select_entries,
+    write_kv,
+)
+from sepalm_espnet.synthesizer.ar_nar import ArNarSynthesizer
+from sepalm_espnet.synthesizer.codec import DacCodec
+from sepalm_espnet.synthesizer.g2p import TokenList
+from sepalm_espnet.synthesizer.masked import MaskedSynthesizer
+from sepalm_espnet.synthesizer.token_io import TokenReader
+
+logger = logging.getLogger(__name__)
+
+SPEECH_SCP = "speech.scp"
+WAV_DIR = "wavs"
+RTF_COMPONENT = "synthesizer"  # rtf.json's component name (metrics.rtf format)
+# The AR stage may end a little early or late; more than this is worth a warning.
+LENGTH_WARNING_FRAMES = 5
+
+
+class ResynthesisError(ValueError):
+    """An utterance cannot be synthesized, or an output is unusable; the message names it."""
+
+
+Synthesizer = Union[ArNarSynthesizer, MaskedSynthesizer]
+
+
+def load_synthesizer(
+    train_config: Union[PathLike, Mapping[str, Any]], model_file: PathLike, device: str = "cpu"
+) -> Tuple[Synthesizer, Optional[TokenList]]:
+    """(model in eval mode, its TokenList or None) from ESPnet's config.yaml + .pth.
+
+    Built by SynthesizerTask.build_model like in training; the weights are read without
+    unpickling objects and must match every parameter.
+    """
+    from sepalm_espnet.tasks.synthesizer import SynthesizerTask, load_token_list  # 20 s of ESPnet imports
+    from sepalm_espnet.zoo import read_state_dict
+
+    if isinstance(train_config, Mapping):  # already read, e.g. zoo.load_component_config
+        config = dict(train_config)
+    else:
+        with open(train_config, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+    args = argparse.Namespace(**config)
+    token_list = load_token_list(args.token_list)
+    model = SynthesizerTask.build_model(args)
+    model.load_state_dict(read_state_dict(model_file), strict=True)
+    return model.to(device).eval(), token_list
+
+
+def fit_length(wave: np.ndarray, num_samples: int) -> np.ndarray:
+    """Cut, or pad with silence, to num_samples."""
+    if len(wave) >= num_samples:
+        return wave[:num_samples]
+    return np.pad(wave, (0, num_samples - len(wave)))
+
+
+class Resynthesizer:
+    """A synthesizer + codec with fixed generation options; one utterance per call."""
+
+    def __init__(
+        self,
+        model: Synthesizer,
+        codec: DacCodec,
+        token_list: Optional[TokenList] = None,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        guidance_scale: float = 1.0,
+        steps: Optional[Sequence[int]] = None,
+        max_length_ratio: float = 1.5,
+        seed: Optional[int] = 0,
+    ):
+        """steps: masked decoding rounds per codebook (default: the model's inference_steps);
+        max_length_ratio: AR+NAR's cap on T'' / T'; seed: reset before every utterance, so an
+        utterance's output does not depend on the JOB split (None: no reset)."""
+        if model.num_codebooks > codec.n_codebooks or model.codebook_size != codec.codebook_size:
+            raise ResynthesisError(
+                f"the synthesizer models {model.num_codebooks} codebooks of {model.codebook_size}; "
+                f"the codec has {codec.n_codebooks} of {codec.codebook_size}"
+            )
+        self.model = model.eval()
+        self.codec = codec
+        self.token_list = token_list
+        self.device = next(model.parameters()).device
+        self.options = dict(temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=guidance_scale)
+        self.steps = None if steps is None else list(steps)
+        self.max_length_ratio = max_length_ratio
+        self.seed = seed
+
+    @classmethod
+    def from_files(
+        cls, train_config: PathLike, model_file: PathLike, codec: Union[PathLike, DacCodec], device: str = "cpu", **options: Any
+    ) -> "Resynthesizer":
+        """codec: a DacCodec, a release tag ("16khz") or a DAC weights file."""
+        model, token_list = load_synthesizer(train_config, model_file, device)
+        if not isinstance(codec, DacCodec):
+            codec = DacCodec.from_pretrained(codec, n_codebooks=model.num_codebooks, device=device)
+        return cls(model, codec, token_list, **options)
+
+    @property
+    def needs_phonemes(self) -> bool:
+        return isinstance(self.model, ArNarSynthesizer) or self.model.condition == "phoneme"
+
+    @property
+    def needs_semantic(self) -> bool:
+        return isinstance(self.model, MaskedSynthesizer) and self.model.condition == "semantic"
+
+    def condition_ids(self, ids: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        tensor = torch.as_tensor(list(ids), dtype=torch.long, device=self.device)[None]
+        return tensor, torch.tensor([tensor.size(1)], device=self.device)
+
+    def generate_tokens(
+        self, est_tokens: np.ndarray, phonemes: Optional[str] = None, semantic: Optional[Sequence[int]] = None
+    ) -> torch.Tensor:
+        """(T', Q) tokens of Ŝ -> (Q, T'') tokens of S."""
+        est_tokens = np.asarray(est_tokens)
+        if est_tokens.ndim != 2 or est_tokens.shape[0] == 0:
+            raise ResynthesisError(f"expected (T', Q) tokens with T' > 0, got {est_tokens.shape}")
+        est = torch.as_tensor(est_tokens[:, : self.model.num_codebooks], dtype=torch.long, device=self.device)[None]
+        est_lengths = torch.tensor([est.size(1)], device=self.device)
+        inputs: Dict[str, torch.Tensor] = {}
+        if self.needs_phonemes:
+            if phonemes is None:
+                raise ResynthesisError("this synthesizer is conditioned on phonemes; none given")
+            if self.token_list is None:
+                raise ResynthesisError("the synthesizer's config carries no token_list to read the phonemes with")
+            inputs["phonemes"], inputs["phonemes_lengths"] = self.condition_ids(self.token_list.encode(phonemes))
+        if self.needs_semantic:
+            if semantic is None:
+                raise ResynthesisError("this synthesizer is conditioned on semantic tokens; none given")
+            inputs["semantic"], inputs["semantic_lengths"] = self.condition_ids(semantic)
+        if self.seed is not None:
+            torch.manual_seed(self.seed)
+        if isinstance(self.model, ArNarSynthesizer):
+            tokens, lengths = self.model.generate(
+                est, est_lengths, inputs["phonemes"], inputs["phonemes_lengths"],
+                max_length_ratio=self.max_length_ratio, **self.options,
+            )
+        else:
+            tokens, lengths = self.model.generate(est, est_lengths, steps=self.steps, **inputs, **self.options)
+        return tokens[0, : int(lengths[0])].T
+
+    def synthesize(
+        self,
+        est_tokens: np.ndarray,
+        phonemes: Optional[str],
+        semantic: Optional[Sequence[int]],
+        num_samples: int,
+    ) -> np.ndarray:
+        """s* as float32 of exactly num_samples samples at the codec's rate."""
+        tokens = self.generate_tokens(est_tokens, phonemes, semantic)
+        frames = tokens.size(1)
+        if abs(frames - self.codec.num_frames(num_samples)) > LENGTH_WARNING_FRAMES:
+            logger.warning("generated %d frames for %d samples (%d frames)", frames, num_samples, self.codec.num_frames(num_samples))
+        if self.codec.num_frames(num_samples) == frames:
+            wave = self.codec.decode(tokens[None], num_samples)[0]
+        else:
+            wave = self.codec.decode(tokens[None])[0]
+        return fit_length(wave.float().cpu().numpy(), num_samples).astype(np.float32)
+
+
+def read_semantic(path: PathLike) -> Dict[str, List[int]]:
+    """`key u1 u2 ...` lines (text_int) -> ids."""
+    units: Dict[str, List[int]] = {}
+    for key, value in read_text(path).items():
+        try:
+            units[key] = [int(token) for token in value.split()]
+        except ValueError:
+            raise DataDirError(f"{path}: '{key}' holds a non-integer unit") from None
+    return units
+
+
+def synthesize_scp(
+    resynthesizer: Resynthesizer,
+    est_tokens_scp: PathLike,
+    wav_scp: PathLike,
+    output_dir: PathLike,
+    phonemes_path: Optional[PathLike] = None,
+    semantic_path: Optional[PathLike] = None,
+    key_file: Optional[PathLike] = None,
+) -> RtfMeter:
+    """Every key of the token scp (or key_file) -> wavs/<key>.wav, speech.scp, rtf.json.
+
+    wav_scp: the separated estimates, for each output's length. rtf.json is metrics.rtf's
+    format, one component "synthesizer" (model + codec decoding) over the output audio.
+    """
+    out = Path(output_dir)
+    keys = list(select_entries(est_tokens_scp, read_key_file(key_file)))
+    reader = TokenReader(est_tokens_scp)
+    wavs = select_entries(wav_scp, keys)
+    phonemes = read_text(phonemes_path) if phonemes_path is not None else {}
+    semantic = read_semantic(semantic_path) if semantic_path is not None else {}
+    rate = resynthesizer.codec.sample_rate
+    speech: Dict[str, str] = {}
+    meter = RtfMeter()
+    for index, key in enumerate(keys, 1):
+        num_samples = len(load_mono(wavs[key], f"{wav_scp} (key {key})", rate))
+        if phonemes_path is not None and key not in phonemes:
+            raise DataDirError(f"{phonemes_path}: no phonemes for '{key}'")
+        if semantic_path is not None and key not in semantic:
+            raise DataDirError(f"{semantic_path}: no semantic tokens for '{key}'")
+        seconds = num_samples / rate
+        meter.add_input(seconds)
+        try:
+            with meter.time(RTF_COMPONENT, seconds):
+                wave = resynthesizer.synthesize(reader[key], phonemes.get(key), semantic.get(key), num_samples)
+        except ValueError as exc:
+            raise ResynthesisError(f"'{key}': {exc}") from exc
+        if not np.all(np.isfinite(wave)):
+            raise ResynthesisError(f"'{key}': the synthesized waveform has NaN or infinite samples")
+        path = (out / WAV_DIR / f"{key}.wav").resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_audio(path, wave, rate)
+        speech[key] = str(path)
+        logger.info("%d/%d %s: %.2f s of audio, RTF so far %.3f", index, len(keys), key, seconds, meter.rtf)
+    write_kv(out / SPEECH_SCP, speech)
+    meter.write(out / RTF_FILE)
+    logger.info("%s: RTF %s over %d utterances", out, meter.rtf, len(keys))
+    return meter
+
+
+def merge_outputs(job_dirs: Sequence[PathLike], output_dir: PathLike) -> RtfMeter:
+    """Join JOB directories' speech.scp (a key twice is an error) and sum their rtf.json."""
+    merged: Dict[str, str] = {}
+    for job_dir in map(Path, job_dirs):
+        for key, value in read_kv(job_dir / SPEECH_SCP).items():
+            if key in merged:
+                raise DataDirError(f"{job_dir / SPEECH_SCP}: key '{key}' also in an earlier directory")
+            merged[key] = value
+    write_kv(Path(output_dir) / SPEECH_SCP, merged)
+    meter = merge_rtf_files([Path(job_dir) / RTF_FILE for job_dir in job_dirs], Path(output_dir) / RTF_FILE)
+    logger.info("%s: RTF %s over %d utterances", output_dir, meter.rtf, meter.components[RTF_COMPONENT].calls)
+    return meter
