@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from sepalm_espnet.corrector.asr_teacher import AsrTeacher, transcribe_scp
 from sepalm_espnet.corrector.text_norm import wer
 from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, atomic_path, read_key_file, read_kv, read_text, write_kv
+from sepalm_espnet.data.speakers import reorder
 from sepalm_espnet.metrics.separation import read_permutation
 from sepalm_espnet.metrics.speaker import SpeakerEncoder, cosine_similarity_scps
 
@@ -48,16 +49,10 @@ def ground_truth_in_estimate_order(
         return None
     references = [read_text(ref_dir / f"text_spk{k + 1}") for k in range(n_spk)]
     permutations = read_permutation(permutation)
-    texts: List[Dict[str, str]] = [{} for _ in range(n_spk)]
-    for key in keys:
-        perm = permutations.get(key)
-        if perm is None or sorted(perm) != list(range(n_spk)):
-            raise DataDirError(f"{permutation}: key '{key}': no permutation of 1..{n_spk}")
-        for k, estimate in enumerate(perm):
-            if key not in references[k]:
-                raise DataDirError(f"{ref_dir / f'text_spk{k + 1}'}: missing key '{key}'")
-            texts[estimate][key] = references[k][key]
-    return texts
+    missing = [key for key in keys if key not in permutations]
+    if missing:
+        raise DataDirError(f"{permutation}: key '{missing[0]}': no permutation of 1..{n_spk}")
+    return reorder(references, {key: permutations[key] for key in keys}, f"{permutation} / {ref_dir}")
 
 
 def wer_counts(refs: Optional[Sequence[Mapping[str, str]]], hyps: Sequence[Mapping[str, str]], name: str) -> Dict[str, Optional[int]]:

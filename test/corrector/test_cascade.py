@@ -38,15 +38,6 @@ needs_whisper_base = pytest.mark.skipif(
 needs_flite = pytest.mark.skipif(shutil.which("flite") is None, reason="flite (text to speech) is not installed")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models: extra threads on a shared machine cost more than they save."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def train_lm(directory: Path, prompt: str, answer: str, steps: int = 60) -> Path:
     """A tiny LLaMA + SentencePiece tokenizer that answers `prompt` with `answer` and a line end."""
     tokenizer = train_sentencepiece_tokenizer([prompt, answer])

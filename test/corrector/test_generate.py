@@ -36,15 +36,6 @@ LM_CONFIG = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num
 GREEDY = dict(do_sample=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models: extra threads on a shared machine cost more than they save."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
     tokenizer = train_sentencepiece_tokenizer([text for _, *texts in LEARNED.values() for text in texts])
