@@ -22,11 +22,12 @@ def main(argv=None):
     parser.add_argument("--mode", default="sepalm", choices=MODES)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--utterances", type=int, default=4)
+    parser.add_argument("--zero_shot", action="store_true", help="corrector without its LoRA adapter")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
     try:
-        model = SepALM.from_pretrained(args.model, device=args.device, mode=args.mode)
+        model = SepALM.from_pretrained(args.model, device=args.device, mode=args.mode, zero_shot=args.zero_shot)
         entries = list(read_kv(args.wav_scp).items())[: args.utterances]
         inputs = [load_scp_audio(value, f"{args.wav_scp} (key {key})") for key, value in entries]
         meter = measure_rtf(model, inputs, args.seconds)

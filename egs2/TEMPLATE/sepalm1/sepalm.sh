@@ -817,8 +817,10 @@ if runs 14; then
         done
     done < "${_registry}"
     # RTF per component on 5 s inputs (paper §4.3), of the system as packed: separator only,
-    # without aligner, full SepALM.
-    if [ -e "${ali_exp}/${ali_inference_model}" ]; then
+    # without aligner, full SepALM. (The cascade of Table 3 (e) is not part of a packed system.)
+    if [ -e "${ali_exp}/${ali_inference_model}" ] && [ -z "${cor_cascade_lm}" ]; then
+        _rtf_opts=()
+        case " ${cor_inference_args} " in *" --zero_shot "*) _rtf_opts=(--zero_shot) ;; esac
         _rtf_archive=${expdir}/rtf/sepalm.zip
         rm -f "${_rtf_archive}"
         for dset in ${test_sets}; do
@@ -836,7 +838,7 @@ if runs 14; then
                 ${decode_cmd} --gpu "${ngpu}" "${_pair#*:}/logdir/rtf.log" \
                     ${python} -m sepalm_espnet.bin.measure_rtf --model "${_rtf_archive}" --mode "${_pair%%:*}" \
                         --wav_scp "${dumpdir}/raw/${dset}/wav.scp" --utterances "${rtf_utterances}" \
-                        --device "${_asr_device}" --output "${_out}"
+                        --device "${_asr_device}" --output "${_out}" "${_rtf_opts[@]}"
             done
         done
     fi
