@@ -102,14 +102,14 @@ Stages:
    3  separator: collect stats + train SepFormer (ESPnet enh task)
    4  separator inference on train, dev and test sets
    5  ASR teacher transcripts (Whisper greedy) of separated and clean speech
-   6  speech units (HuBERT features + k-means) of separated speech
+   6  speech units (HuBERT or log-mel features + k-means) of separated speech
    7  corrector fine-tuning (audio LM, LoRA, chain-of-thought targets)
-   8  corrector inference: preliminary + corrected transcripts
-   9  DAC tokens of separated and clean speech; G2P of corrected text
-  10  synthesizer training (AR+NAR or masked codec LM)
+   8  corrector inference: preliminary + corrected transcripts (or the cascade, --cor_cascade_lm)
+   9  DAC tokens of separated and clean speech (training a codec with --codec_config); G2P
+  10  synthesizer training (AR+NAR or masked codec LM; + text-to-semantic for condition: semantic)
   11  synthesizer inference: refined speech
   12  aligner training
-  13  full SepALM inference on the test sets
+  13  SepALM output of the test sets (aligned separated and refined speech)
   14  scoring: SI-SNRi SDRi PESQi ESTOIi WER SIM RTF -> RESULTS.md
   15  pack a model-zoo archive
   16  upload to the Hugging Face hub (skipped unless --skip_upload_hf false)
