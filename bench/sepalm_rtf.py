@@ -32,17 +32,16 @@ def main() -> None:
     from sepalm_espnet.pipeline import measure_rtf
 
     model = SepALM.from_pretrained(args.model, device=args.device)
-    entries = list(read_kv(args.wav_scp).items())[: args.utterances]
-    inputs = [load_scp_audio(value, f"{args.wav_scp} (key {key})") for key, value in entries]
-    measure_rtf(model, inputs, args.seconds)
-    report = model.rtf.to_json()
-    print(f"{len(inputs)} inputs of {args.seconds:.1f} s, device {args.device}")
+    report = measure_rtf(model, args.wav_scp, args.utterances, args.seconds).to_json()
+    print(f"{args.utterances} inputs of {args.seconds:.1f} s, device {args.device}")
     print(f"{'component':<18}{'audio s':>10}{'compute s':>12}{'RTF':>9}")
     for name, timing in report["components"].items():
         print(f"{name:<18}{timing['audio_s']:>10.1f}{timing['compute_s']:>12.2f}{timing['rtf']:>9.3f}")
     print(f"{'total (per input s)':<18}{report['input_audio_s']:>10.1f}{'':>12}{report['rtf']:>9.3f}")
 
     if args.long_sec > 0:
+        inputs = [load_scp_audio(value, f"{args.wav_scp} (key {key})")
+                  for key, value in list(read_kv(args.wav_scp).items())[: args.utterances]]
         fs = inputs[0][1]
         long_input = np.resize(np.concatenate([wave for wave, _ in inputs]), int(args.long_sec * fs))
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

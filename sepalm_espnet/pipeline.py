@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 import librosa
 import numpy as np
@@ -27,7 +27,8 @@ from sepalm_espnet.aligner.inference import AlignerInference
 from sepalm_espnet.corrector.generate import CorrectorGenerator
 from sepalm_espnet.corrector.units import build_feature_extractor, load_kmeans, units_from_features
 from sepalm_espnet.data.audio import AudioError
-from sepalm_espnet.data.kaldi_dir import PathLike
+from sepalm_espnet.data.format import load_scp_audio
+from sepalm_espnet.data.kaldi_dir import PathLike, read_kv
 from sepalm_espnet.inference import AudioInput, SeparatorModel, as_samples, resolve_pretrained
 from sepalm_espnet.metrics.rtf import RtfMeter
 from sepalm_espnet.synthesizer.codec import DacCodec
@@ -218,12 +219,16 @@ class SepALM:
         return units[0, : int(lengths[0])].tolist()
 
 
-def measure_rtf(model: SepALM, inputs: Sequence[Tuple[np.ndarray, int]], seconds: float = 5.0) -> RtfMeter:
-    """Per-component RTF over `inputs` cut or looped to `seconds` (paper §4.3: 5 s inputs);
-    the first input also runs once untimed, so loading and warm-up are not counted."""
-    fitted = [(np.resize(wave, int(seconds * fs)), fs) for wave, fs in inputs]
-    model.separate(*fitted[0])
+def measure_rtf(model: SepALM, wav_scp: PathLike, utterances: int = 4, seconds: float = 5.0) -> RtfMeter:
+    """Per-component RTF over the scp's first `utterances` mixtures cut or looped to `seconds`
+    (paper §4.3: 5 s inputs); the first also runs once untimed, so warm-up is not counted."""
+    entries = list(read_kv(wav_scp).items())[:utterances]
+    inputs = []
+    for key, value in entries:
+        wave, fs = load_scp_audio(value, f"{wav_scp} (key {key})")
+        inputs.append((np.resize(wave, int(seconds * fs)), fs))
+    model.separate(*inputs[0])
     model.rtf = RtfMeter()
-    for wave, fs in fitted:
+    for wave, fs in inputs:
         model.separate(wave, fs)
     return model.rtf

@@ -1,20 +1,16 @@
 """Aligner inference (stage 13): s̃ = aligner(ŝ, s*) for every utterance of an estimate scp.
 
-Weights are read strictly and without unpickling (zoo.read_state_dict): ESPnet's
-build_model_from_file loads with weights_only=False and strict=False, so an untrusted file
-could run code and a mismatched one would leave layers silently random.
+The model loads through tasks.loading: strictly and without unpickling.
 """
 from __future__ import annotations
 
-import argparse
 import inspect
 import logging
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
-import yaml
 
 from sepalm_espnet import zoo
 from sepalm_espnet.aligner.model import AlignerModel, STFTAligner, fit_synthesized_length
@@ -22,6 +18,7 @@ from sepalm_espnet.data.audio import write_audio
 from sepalm_espnet.data.format import load_mono
 from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, read_key_file, read_kv, select_entries, write_kv
 from sepalm_espnet.tasks.aligner import AlignerTask
+from sepalm_espnet.tasks.loading import ConfigSource, build_trained_model
 
 logger = logging.getLogger(__name__)
 
@@ -43,23 +40,12 @@ class AlignerInference:
         self.device = next(model.parameters()).device
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], model_file: PathLike, device: str = "cpu") -> "AlignerInference":
-        model = AlignerTask.build_model(argparse.Namespace(**config))
-        model.load_state_dict(zoo.read_state_dict(model_file), strict=True)
-        fs = int((config.get("model_conf") or {}).get("fs", DEFAULT_FS))
-        return cls(model.to(device), fs)
-
-    @classmethod
     def from_files(
-        cls, train_config: Optional[PathLike], model_file: PathLike, device: str = "cpu"
+        cls, train_config: ConfigSource, model_file: PathLike, device: str = "cpu"
     ) -> "AlignerInference":
-        """The training run's config.yaml (default: beside model_file) and its weights."""
-        config_path = Path(train_config) if train_config else Path(model_file).parent / "config.yaml"
-        with open(config_path, encoding="utf-8") as f:
-            config = yaml.safe_load(f)
-        if not isinstance(config, dict):
-            raise DataDirError(f"{config_path}: not a YAML mapping")
-        return cls.from_config(config, model_file, device)
+        """The training run's config (a dict, a config.yaml, or None: the one beside model_file)."""
+        model, args = build_trained_model(AlignerTask, train_config, model_file, device)
+        return cls(model, int((args.model_conf or {}).get("fs", DEFAULT_FS)))
 
     @classmethod
     def from_pretrained(cls, src: PathLike, device: str = "cpu", cache_dir: Optional[PathLike] = None) -> "AlignerInference":
@@ -68,7 +54,7 @@ class AlignerInference:
 
         root = resolve_pretrained(src, cache_dir)
         files = zoo.component_files(root, zoo.ALIGNER_COMPONENT)
-        return cls.from_config(zoo.load_component_config(root, zoo.ALIGNER_COMPONENT), files[zoo.MODEL_ROLE], device)
+        return cls.from_files(zoo.load_component_config(root, zoo.ALIGNER_COMPONENT), files[zoo.MODEL_ROLE], device)
 
     def align(self, est: np.ndarray, syn: np.ndarray, where: str = "input") -> np.ndarray:
         """(T,) ŝ and s* of any length -> (T,) float32 s̃; s* is cropped or zero-padded to T."""

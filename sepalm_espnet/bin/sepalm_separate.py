@@ -12,7 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
-from sepalm_espnet.data.audio import AudioError, write_audio
+from sepalm_espnet.data.audio import AudioError, read_audio, write_audio
+from sepalm_espnet.data.format import load_scp_audio
 from sepalm_espnet.data.kaldi_dir import DataDirError, atomic_path, read_key_file, select_entries, write_kv
 from sepalm_espnet.pipeline import MODES, SepALM
 
@@ -42,13 +43,16 @@ def main(argv=None):
     if bool(args.inputs) == bool(args.wav_scp):
         parser.error("give audio files or --wav_scp, not both")
     outdir = Path(args.outdir)
+    missing = [path for path in args.inputs if not Path(path).is_file()]
+    if missing:  # before minutes of model loading
+        sys.exit(f"sepalm-separate: {missing[0]}: no such file")
     try:
         model = SepALM.from_pretrained(args.model, device=args.device, mode=args.mode, zero_shot=args.zero_shot)
         if args.wav_scp:
             separate_scp(model, args.wav_scp, args.key_file, outdir)
         for path in map(Path, args.inputs):
-            speakers = model.separate(path)
-            fs = AudioInfo.rate(path)
+            samples, fs = read_audio(path)
+            speakers = model.separate(samples, fs)
             files = write_outputs(outdir, path.stem, speakers, fs)
             report = [dict(file=str(f), preliminary=s.preliminary, corrected=s.corrected, status=s.status)
                       for f, s in zip(files, speakers)]
@@ -59,20 +63,10 @@ def main(argv=None):
         sys.exit(f"sepalm-separate: {exc}")
 
 
-class AudioInfo:
-    @staticmethod
-    def rate(path: Path) -> int:
-        import soundfile
-
-        return soundfile.info(str(path)).samplerate
-
-
 def separate_scp(model: SepALM, wav_scp: str, key_file, outdir: Path) -> None:
     """Batch mode; per-speaker scps and transcripts are written once every key is done."""
     outputs, texts_pt, texts_ct = {}, {}, {}
     for key, value in select_entries(wav_scp, read_key_file(key_file)).items():
-        from sepalm_espnet.data.format import load_scp_audio
-
         samples, fs = load_scp_audio(value, f"{wav_scp} (key {key})")
         speakers = model.separate(samples, fs)
         for n, path in enumerate(write_outputs(outdir / "wavs", key, speakers, fs), start=1):

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
-import yaml
 from transformers import GenerationConfig, PreTrainedTokenizerBase, set_seed
 
 from sepalm_espnet.corrector.model import AudioLMCorrector
@@ -88,25 +87,11 @@ class DecodeOptions:
 def load_corrector(
     train_config: Union[None, PathLike, Mapping[str, Any]], model_file: PathLike, device: str = "cpu"
 ) -> Tuple[AudioLMCorrector, argparse.Namespace]:
-    """CorrectorTask.build_model_from_file, but strict about weights and never unpickling objects.
-
-    (ESPnet's loads with weights_only=False and strict=False; a LoRA state dict without the
-    frozen LM still loads strictly, as the model's load hook supplies the frozen weights.)
-    Without `train_config`, the config.yaml beside `model_file` (ESPnet's experiment layout).
-    """
+    """A trained corrector in eval mode and its config (tasks.loading: safe and strict)."""
     from sepalm_espnet.tasks.corrector import CorrectorTask
-    from sepalm_espnet.zoo import read_state_dict
+    from sepalm_espnet.tasks.loading import build_trained_model
 
-    if train_config is None:
-        train_config = Path(model_file).parent / "config.yaml"
-    if isinstance(train_config, Mapping):  # already read, e.g. zoo.load_component_config
-        args = argparse.Namespace(**train_config)
-    else:
-        with open(train_config, encoding="utf-8") as f:
-            args = argparse.Namespace(**yaml.safe_load(f))
-    model = CorrectorTask.build_model(args)
-    model.load_state_dict(read_state_dict(model_file), strict=True)
-    return model.to(device).eval(), args
+    return build_trained_model(CorrectorTask, train_config, model_file, device)
 
 
 class CorrectorGenerator:

@@ -7,11 +7,9 @@ any parser is built; updating the dict again is harmless.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any, List, Mapping, Optional, Tuple
 
 import torch
-import yaml
 from espnet2.enh.encoder.conv_encoder import ConvEncoder
 from espnet2.enh.espnet_model import ESPnetEnhancementModel
 from espnet2.tasks.enh import EnhancementTask, separator_choices
@@ -19,21 +17,15 @@ from espnet2.tasks.enh import EnhancementTask, separator_choices
 from sepalm_espnet.data.kaldi_dir import PathLike
 from sepalm_espnet.separator.long_audio import SeparateFn
 from sepalm_espnet.separator.sepformer import SepFormerSeparator
-from sepalm_espnet.zoo import read_state_dict
+from sepalm_espnet.tasks.loading import build_trained_model
 
 SEPARATORS = {"sepformer": SepFormerSeparator}
 separator_choices.classes.update(SEPARATORS)
 
 
 def build_enh_model(config: Mapping[str, Any], weights: PathLike, device: str = "cpu") -> ESPnetEnhancementModel:
-    """ESPnet's build_model_from_file, but strict about weights and never unpickling objects.
-
-    (ESPnet loads with weights_only=False and strict=False: an untrusted file could run code,
-    and a mismatched one would leave layers silently random.)
-    """
-    model = EnhancementTask.build_model(argparse.Namespace(**config))
-    model.load_state_dict(read_state_dict(weights), strict=True)
-    return model.to(device).eval()
+    """A trained enh model in eval mode, loaded safely (tasks.loading)."""
+    return build_trained_model(EnhancementTask, config, weights, device)[0]
 
 
 def load_enh_model(
@@ -45,10 +37,7 @@ def load_enh_model(
 
     Without `train_config`, the config.yaml beside `model_file` (ESPnet's experiment layout).
     """
-    config_path = Path(train_config) if train_config else Path(model_file).parent / "config.yaml"
-    with open(config_path, encoding="utf-8") as f:
-        config = yaml.safe_load(f)
-    return build_enh_model(config, model_file, device), argparse.Namespace(**config)
+    return build_trained_model(EnhancementTask, train_config, model_file, device)
 
 
 def min_input_samples(model: ESPnetEnhancementModel) -> int:

@@ -11,14 +11,12 @@ codec decoding over the audio produced); `merge_outputs` joins JOB directories.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import yaml
 
 from sepalm_espnet.data.audio import write_audio
 from sepalm_espnet.data.format import load_mono
@@ -26,7 +24,6 @@ from sepalm_espnet.metrics.rtf import RTF_FILE, RtfMeter, merge_rtf_files
 from sepalm_espnet.data.kaldi_dir import (
     DataDirError,
     PathLike,
-    atomic_path,
     read_key_file,
     read_kv,
     read_text,
@@ -63,19 +60,11 @@ def load_synthesizer(
     Built by SynthesizerTask.build_model like in training; the weights are read without
     unpickling objects and must match every parameter.
     """
+    from sepalm_espnet.tasks.loading import build_trained_model
     from sepalm_espnet.tasks.synthesizer import SynthesizerTask, load_token_list  # 20 s of ESPnet imports
-    from sepalm_espnet.zoo import read_state_dict
 
-    if isinstance(train_config, Mapping):  # already read, e.g. zoo.load_component_config
-        config = dict(train_config)
-    else:
-        with open(train_config, encoding="utf-8") as f:
-            config = yaml.safe_load(f)
-    args = argparse.Namespace(**config)
-    token_list = load_token_list(args.token_list)
-    model = SynthesizerTask.build_model(args)
-    model.load_state_dict(read_state_dict(model_file), strict=True)
-    return model.to(device).eval(), token_list
+    model, args = build_trained_model(SynthesizerTask, train_config, model_file, device)
+    return model, load_token_list(args.token_list)
 
 
 def fit_length(wave: np.ndarray, num_samples: int) -> np.ndarray:

@@ -11,12 +11,10 @@ maximum length. Positions are sinusoidal (layers.segment_positions), so any leng
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
-import yaml
 import torch.nn.functional as F
 from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.abs_espnet_model import AbsESPnetModel
@@ -148,17 +146,11 @@ class TextToSemantic(AbsESPnetModel):
 
 def load_text_to_semantic(train_config: Union[PathLike, Mapping[str, Any]], model_file: PathLike, device: str = "cpu") -> Tuple[TextToSemantic, TokenList]:
     """(model in eval mode, its phoneme TokenList) from ESPnet's config.yaml + .pth, strictly."""
+    from sepalm_espnet.tasks.loading import build_trained_model
     from sepalm_espnet.tasks.t2s import TextToSemanticTask  # 20 s of ESPnet imports
-    from sepalm_espnet.zoo import read_state_dict
 
-    if isinstance(train_config, Mapping):  # already read, e.g. zoo.load_component_config
-        args = argparse.Namespace(**train_config)
-    else:
-        with open(train_config, encoding="utf-8") as f:
-            args = argparse.Namespace(**yaml.safe_load(f))
-    model = TextToSemanticTask.build_model(args)  # turns args.token_list into the list itself
-    model.load_state_dict(read_state_dict(model_file), strict=True)
-    return model.to(device).eval(), TokenList(args.token_list)
+    model, args = build_trained_model(TextToSemanticTask, train_config, model_file, device)
+    return model, TokenList(args.token_list)  # build_model turned args.token_list into the list
 
 
 def units_of_text_file(

@@ -169,10 +169,9 @@ codec_tokens_of() { echo "${sep_exp}/decode/$1/codec_${codec_tag}"; }
 # A masked synthesizer with `condition: semantic` (the paper's) is conditioned on units that a
 # text-to-semantic model predicts from the corrected text; it learns them from units of the
 # clean speech (stages 6 and 10).
-uses_semantic() {
-    [ -f "${syn_config}" ] && [ "$(${python} -c 'import sys, yaml
-print((yaml.safe_load(open(sys.argv[1])).get("model_conf") or {}).get("condition", ""))' "${syn_config}")" = semantic ]
-}
+syn_condition=$([ -f "${syn_config}" ] && ${python} -c 'import sys, yaml
+print((yaml.safe_load(open(sys.argv[1])).get("model_conf") or {}).get("condition", ""))' "${syn_config}" || true)
+uses_semantic() { [ "${syn_condition}" = semantic ]; }
 
 
 
@@ -824,22 +823,26 @@ if runs 14; then
         _rtf_archive=${expdir}/rtf/sepalm.zip
         rm -f "${_rtf_archive}"
         for dset in ${test_sets}; do
+            _modes=()
+            _outs=()
             for _pair in "separator_only:$(sep_decode_of "${dset}")/score" "no_aligner:${syn_decode}/${dset}/score" \
                     "sepalm:${ali_decode}/${dset}/score"; do
-                _out=${_pair#*:}/rtf.json
-                if [ -f "${_out}" ] && [ "${_out}" -nt "${_pair#*:}/.done" ]; then
-                    continue
+                if [ ! -f "${_pair#*:}/rtf.json" ] || [ "${_pair#*:}/rtf.json" -ot "${_pair#*:}/.done" ]; then
+                    _modes+=("${_pair%%:*}")
+                    _outs+=("${_pair#*:}/rtf.json")
                 fi
-                if [ ! -f "${_rtf_archive}" ]; then
-                    # shellcheck disable=SC2046
-                    ${python} -m sepalm_espnet.bin.pack_model --out "${_rtf_archive}" $(packed_components) > /dev/null
-                fi
-                log "Stage 14: RTF of ${_pair%%:*} on 5 s inputs of ${dset}"
-                ${decode_cmd} --gpu "${ngpu}" "${_pair#*:}/logdir/rtf.log" \
-                    ${python} -m sepalm_espnet.bin.measure_rtf --model "${_rtf_archive}" --mode "${_pair%%:*}" \
-                        --wav_scp "${dumpdir}/raw/${dset}/wav.scp" --utterances "${rtf_utterances}" \
-                        --device "${_asr_device}" --output "${_out}" "${_rtf_opts[@]}"
             done
+            [ ${#_modes[@]} -gt 0 ] || continue
+            if [ ! -f "${_rtf_archive}" ]; then
+                # shellcheck disable=SC2046
+                ${python} -m sepalm_espnet.bin.pack_model --out "${_rtf_archive}" $(packed_components) > /dev/null
+            fi
+            log "Stage 14: RTF of ${_modes[*]} on 5 s inputs of ${dset}"
+            mkdir -p "${expdir}/rtf/logdir"
+            ${decode_cmd} --gpu "${ngpu}" "${expdir}/rtf/logdir/rtf_${dset}.log" \
+                ${python} -m sepalm_espnet.bin.measure_rtf --model "${_rtf_archive}" --modes "${_modes[@]}" \
+                    --outputs "${_outs[@]}" --wav_scp "${dumpdir}/raw/${dset}/wav.scp" \
+                    --utterances "${rtf_utterances}" --device "${_asr_device}" "${_rtf_opts[@]}"
         done
     fi
     _results_args=()
