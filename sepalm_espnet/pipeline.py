@@ -2,44 +2,69 @@
 
 `SepALM.from_pretrained(archive or unpacked dir).separate(audio)` returns, per speaker, the
 final waveform with the preliminary and corrected transcripts. Everything after the separator
-works on one estimate at a time; estimates longer than `max_segment_sec` are cut at pauses
-and the pieces stitched back, so memory stays bounded on long recordings (the separator has
-its own segmenting, LongAudioSeparator).
+works on one estimate at a time; estimates longer than `PipelineOptions.max_segment_sec` are
+cut at pauses and the pieces stitched back, so memory stays bounded on long recordings (the
+separator has its own segmenting, LongAudioSeparator). `SeparatorModel` is the separator
+stage alone, the system of a separator-only archive.
 
 Ablations of paper Table 3 are switches: `mode="separator_only"` (d), `mode="no_aligner"`
 (g: the re-synthesized s*), `zero_shot=True` (h: the corrector's base LM without its LoRA
-adapter); AR+NAR vs masked (b/c) is whichever synthesizer the archive holds. The cascaded
-corrector (e) needs a Whisper N-best and a separate LM: the recipe runs it (bin/cascade_correct).
+adapter); AR+NAR vs masked (b/c) is whichever synthesizer the archive holds. A mode loads only
+the components it needs (zoo.COMPONENTS). The cascaded corrector (e) needs a Whisper N-best
+and a separate LM: the recipe runs it (bin/cascade_correct).
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import librosa
 import numpy as np
 import soxr
+import torch
+import yaml
+from espnet2.enh.espnet_model import ESPnetEnhancementModel
 
 from sepalm_espnet import zoo
 from sepalm_espnet.aligner.inference import AlignerInference
-from sepalm_espnet.corrector.generate import CorrectorGenerator
+from sepalm_espnet.corrector.generate import CorrectorGenerator, DecodeOptions
 from sepalm_espnet.corrector.units import build_feature_extractor, load_kmeans, units_from_features
-from sepalm_espnet.data.audio import AudioError
+from sepalm_espnet.data.audio import AudioError, read_audio
 from sepalm_espnet.data.format import load_scp_audio
 from sepalm_espnet.data.kaldi_dir import PathLike, read_kv
-from sepalm_espnet.inference import AudioInput, SeparatorModel, as_samples, resolve_pretrained
 from sepalm_espnet.metrics.rtf import RtfMeter
+from sepalm_espnet.separator.long_audio import LongAudioSeparator, SegmentOptions
+from sepalm_espnet.separator.registry import build_enh_model, enh_model_separate_fn, min_input_samples
 from sepalm_espnet.synthesizer.codec import DacCodec
 from sepalm_espnet.synthesizer.g2p import WORD_BOUNDARY, G2p
-from sepalm_espnet.synthesizer.resynthesize import Resynthesizer
+from sepalm_espnet.synthesizer.resynthesize import Resynthesizer, SynthesisOptions
 from sepalm_espnet.synthesizer.t2s import load_text_to_semantic
 
 logger = logging.getLogger(__name__)
 
-MODES = ("sepalm", "no_aligner", "separator_only")
+MODES = zoo.MODES
 UNITS_FS = 16000  # HuBERT and the log-mel extractor both take 16 kHz speech
+AudioInput = Union[str, Path, np.ndarray, torch.Tensor]
+# What ESPnet's trainer calls the average of the best checkpoints under our separator criterion.
+DEFAULT_CHECKPOINT = "valid.si_snr_loss.ave.pth"
+G2P_LANGUAGE = inspect.signature(G2p).parameters["language"].default  # defined once, by G2p
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """The pipeline's own options; its components take theirs (DecodeOptions, SynthesisOptions)."""
+
+    max_segment_sec: float = field(
+        default=20.0,
+        metadata={"help": "estimates longer than this are cut at pauses and refined piece by piece (bounded memory)"},
+    )
+    g2p_language: str = field(
+        default=G2P_LANGUAGE, metadata={"help": "espeak language of the G2P between the corrector and the synthesizer"}
+    )
 
 
 @dataclass
@@ -51,6 +76,93 @@ class SeparatedSpeaker:
     preliminary: str = ""
     corrected: str = ""
     status: List[str] = field(default_factory=list)
+
+
+def as_samples(audio: AudioInput, sample_rate: Optional[int]) -> Tuple[np.ndarray, int]:
+    """(samples shaped (T,) or (T, channels), rate) from a path, an array or a tensor."""
+    if isinstance(audio, (str, Path)):
+        samples, fs = read_audio(audio)
+        if sample_rate is not None and sample_rate != fs:
+            raise ValueError(f"{audio} is {fs} Hz, but sample_rate={sample_rate} was given")
+        return samples, fs
+    if sample_rate is None:
+        raise ValueError("sample_rate is required when audio is an array or a tensor")
+    if isinstance(audio, torch.Tensor):
+        if not audio.is_floating_point():
+            raise AudioError(f"expected floating-point samples in [-1, 1], got a {audio.dtype} tensor")
+        audio = audio.detach().to("cpu", torch.float32).numpy()
+    samples = np.asarray(audio)
+    if not np.issubdtype(samples.dtype, np.floating):
+        raise AudioError(f"expected floating-point samples in [-1, 1], got {samples.dtype}")
+    if samples.ndim not in (1, 2):
+        raise AudioError(f"expected 1-D audio or 2-D multi-channel audio, got shape {samples.shape}")
+    if samples.ndim == 2 and samples.shape[0] < samples.shape[1]:
+        samples = samples.T  # channels-first -> (T, channels)
+    return samples, int(sample_rate)
+
+
+def separator_config_and_weights(root: Path, checkpoint: str) -> Tuple[Dict[str, Any], Path]:
+    """From an unpacked archive (meta.yaml) or an experiment directory (config.yaml)."""
+    if (root / zoo.META_NAME).is_file():
+        files = zoo.loadable_files(root, zoo.SEPARATOR_COMPONENT)
+        return zoo.load_component_config(root, zoo.SEPARATOR_COMPONENT), files[zoo.MODEL_ROLE]
+    config_path = root / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"{root}: neither an unpacked archive ({zoo.META_NAME}) nor an experiment (config.yaml)"
+        )
+    weights = root / checkpoint
+    if not weights.is_file():
+        available = sorted(path.name for path in root.glob("*.pth"))
+        raise FileNotFoundError(f"{weights} not found; checkpoints in {root}: {available}")
+    with open(config_path, encoding="utf-8") as f:
+        return yaml.safe_load(f), weights
+
+
+class SeparatorModel:
+    """A trained separator: any audio in (path, array, tensor; any rate, mono or multi-channel),
+    one float32 array per speaker out, at the input's rate and length.
+
+    Input longer than one segment is separated segment by segment (LongAudioSeparator), so
+    memory stays bounded whatever the length.
+    """
+
+    def __init__(self, model: ESPnetEnhancementModel, fs: int, segment: SegmentOptions = SegmentOptions()):
+        self.model = model
+        self.fs = fs
+        self.num_spk = model.num_spk
+        self.long_audio = LongAudioSeparator(
+            enh_model_separate_fn(model), model.num_spk, fs, segment, min_samples=min_input_samples(model)
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        src: PathLike,
+        checkpoint: str = DEFAULT_CHECKPOINT,
+        device: str = "cpu",
+        cache_dir: Optional[PathLike] = None,
+        segment: SegmentOptions = SegmentOptions(),
+    ) -> "SeparatorModel":
+        """src: archive (.zip), unpacked archive directory, or experiment directory; `checkpoint`
+        names the weights file in an experiment directory."""
+        root = zoo.resolve_pretrained(src, cache_dir)
+        config, weights = separator_config_and_weights(root, checkpoint)
+        model = build_enh_model(config, weights, device)
+        fs = int(config["sample_rate"])
+        logging.info("separator from %s: %s at %d Hz, %d speakers", src, weights.name, fs, model.num_spk)
+        return cls(model, fs, segment)
+
+    def separate(self, audio: AudioInput, sample_rate: Optional[int] = None) -> List[np.ndarray]:
+        """sample_rate: required for arrays and tensors; a file's own rate is used otherwise."""
+        samples, fs = as_samples(audio, sample_rate)
+        estimates = self.long_audio.separate_array(samples, fs, resample=True)
+        if fs != self.fs:
+            logging.info("resampling the estimates back to %d Hz (soxr)", fs)
+            estimates = soxr.resample(np.ascontiguousarray(estimates.T), self.fs, fs).T
+            shortfall = max(0, len(samples) - estimates.shape[1])
+            estimates = np.pad(estimates, ((0, 0), (0, shortfall)))[:, : len(samples)]
+        return [np.ascontiguousarray(estimate, dtype=np.float32) for estimate in estimates]
 
 
 def pause_segments(wave: np.ndarray, fs: int, max_sec: float, top_db: float = 40.0) -> List[Tuple[int, int]]:
@@ -82,23 +194,34 @@ def _fit(wave: np.ndarray, length: int) -> np.ndarray:
 
 
 class SepALM:
+    """The pipeline over loaded components; those a mode does not run may be None."""
+
     def __init__(
         self,
         separator: SeparatorModel,
-        unit_extractor: Any,
-        quantizer: Any,
-        corrector: Optional[CorrectorGenerator],
-        g2p: G2p,
-        resynthesizer: Resynthesizer,
-        aligner: AlignerInference,
-        mode: str = "sepalm",
-        max_segment_sec: float = 20.0,
+        unit_extractor: Any = None,
+        quantizer: Any = None,
+        corrector: Optional[CorrectorGenerator] = None,
+        g2p: Optional[G2p] = None,
+        resynthesizer: Optional[Resynthesizer] = None,
+        aligner: Optional[AlignerInference] = None,
+        mode: str = zoo.SEPALM,
+        options: PipelineOptions = PipelineOptions(),
         text_to_semantic: Optional[Tuple[Any, Any]] = None,
     ):
         """text_to_semantic: (TextToSemantic, its TokenList) of a synthesizer conditioned on
         semantic tokens (masked, `condition: semantic`)."""
-        if mode not in MODES:
-            raise ValueError(f"mode {mode!r}: expected one of {MODES}")
+        parts = {  # what each zoo component became; the codec lives in the resynthesizer
+            zoo.SEPARATOR_COMPONENT: (separator,),
+            zoo.KMEANS_COMPONENT: (unit_extractor, quantizer),
+            zoo.CORRECTOR_COMPONENT: (corrector,),
+            zoo.CODEC_COMPONENT: (resynthesizer,),
+            zoo.SYNTHESIZER_COMPONENT: (resynthesizer, g2p),
+            zoo.T2S_COMPONENT: (text_to_semantic,),
+            zoo.ALIGNER_COMPONENT: (aligner,),
+        }
+        self.loaded_components = frozenset(name for name, held in parts.items() if all(p is not None for p in held))
+        self.mode = mode
         self.separator = separator
         self.unit_extractor = unit_extractor
         self.quantizer = quantizer
@@ -106,13 +229,27 @@ class SepALM:
         self.g2p = g2p
         self.resynthesizer = resynthesizer
         self.aligner = aligner
-        self.mode = mode
-        self.max_segment_sec = max_segment_sec
+        self.options = options
         self.text_to_semantic = text_to_semantic
         if resynthesizer is not None and resynthesizer.needs_semantic and text_to_semantic is None:
             raise ValueError("the synthesizer is conditioned on semantic tokens: a text-to-semantic model is needed")
         self.fs = separator.fs
         self.rtf = RtfMeter()  # per component, over every separate() call
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: str) -> None:
+        """Any mode whose components are loaded (a full system also runs the ablations)."""
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r}: expected one of {MODES}")
+        missing = [component.name for component in zoo.mode_components(mode)
+                   if component.needed_if is None and component.name not in self.loaded_components]
+        if missing:
+            raise ValueError(f"mode '{mode}' runs {missing}, which are not loaded (load the system with mode='{mode}')")
+        self._mode = mode
 
     @classmethod
     def from_pretrained(
@@ -120,40 +257,44 @@ class SepALM:
         src: PathLike,
         device: str = "cpu",
         cache_dir: Optional[PathLike] = None,
-        mode: str = "sepalm",
+        mode: str = zoo.SEPALM,
         zero_shot: bool = False,
-        corrector_options: Optional[Mapping[str, Any]] = None,
-        synthesis_options: Optional[Mapping[str, Any]] = None,
-        max_segment_sec: float = 20.0,
-        g2p_language: str = "en-us",
+        corrector_options: DecodeOptions = DecodeOptions(),
+        synthesis_options: SynthesisOptions = SynthesisOptions(),
+        options: PipelineOptions = PipelineOptions(),
     ) -> "SepALM":
         """src: a packed SepALM archive (stage 15) or its unpacked directory; weights are read
-        from safetensors after every checksum was verified (zoo.unpack)."""
-        root = resolve_pretrained(src, cache_dir)
+        from safetensors after every checksum was verified (zoo.unpack). Only the components
+        `mode` runs are loaded, so a separator-only archive loads as mode separator_only."""
+        root = zoo.resolve_pretrained(src, cache_dir)
+        zoo.check_mode(root, mode)
+        runs = {component.name for component in zoo.mode_components(mode)}
         separator = SeparatorModel.from_pretrained(root, device=device)
-        kmeans = zoo.component_files(root, zoo.KMEANS_COMPONENT)
-        quantizer, feature_type, feature_conf = load_kmeans(Path(kmeans["centers"]).parent)
-        extractor = build_feature_extractor(feature_type, feature_conf, device)
-        corrector = CorrectorGenerator.from_files(
-            zoo.load_component_config(root, zoo.CORRECTOR_COMPONENT),
-            zoo.component_files(root, zoo.CORRECTOR_COMPONENT)[zoo.MODEL_ROLE],
-            device=device, zero_shot=zero_shot, **dict(corrector_options or {}),
-        )
-        codec_file = zoo.component_files(root, zoo.CODEC_COMPONENT)["codec"]
-        synthesizer_files = zoo.component_files(root, zoo.SYNTHESIZER_COMPONENT)
-        resynthesizer = Resynthesizer.from_files(
-            zoo.load_component_config(root, zoo.SYNTHESIZER_COMPONENT), synthesizer_files[zoo.MODEL_ROLE],
-            codec_file, device=device, **dict(synthesis_options or {}),
-        )
-        aligner = AlignerInference.from_pretrained(root, device=device)
-        text_to_semantic = None
-        if resynthesizer.needs_semantic:
-            text_to_semantic = load_text_to_semantic(
-                zoo.load_component_config(root, zoo.T2S_COMPONENT),
-                zoo.component_files(root, zoo.T2S_COMPONENT)[zoo.MODEL_ROLE], device,
+        extractor = quantizer = corrector = g2p = resynthesizer = text_to_semantic = aligner = None
+        if zoo.KMEANS_COMPONENT in runs:
+            kmeans = zoo.loadable_files(root, zoo.KMEANS_COMPONENT)
+            quantizer, feature_type, feature_conf = load_kmeans(Path(kmeans[zoo.CENTERS_ROLE]).parent)
+            extractor = build_feature_extractor(feature_type, feature_conf, device)
+        if zoo.CORRECTOR_COMPONENT in runs:
+            corrector = CorrectorGenerator.from_files(
+                zoo.load_component_config(root, zoo.CORRECTOR_COMPONENT),
+                zoo.loadable_files(root, zoo.CORRECTOR_COMPONENT)[zoo.MODEL_ROLE],
+                device=device, zero_shot=zero_shot, **dataclasses.asdict(corrector_options),
             )
-        return cls(separator, extractor, quantizer, corrector, G2p(g2p_language), resynthesizer, aligner,
-                   mode=mode, max_segment_sec=max_segment_sec, text_to_semantic=text_to_semantic)
+        if zoo.SYNTHESIZER_COMPONENT in runs:
+            resynthesizer = Resynthesizer.from_files(
+                zoo.load_component_config(root, zoo.SYNTHESIZER_COMPONENT),
+                zoo.loadable_files(root, zoo.SYNTHESIZER_COMPONENT)[zoo.MODEL_ROLE],
+                zoo.loadable_files(root, zoo.CODEC_COMPONENT)[zoo.CODEC_ROLE],
+                device=device, options=synthesis_options,
+            )
+            g2p = G2p(options.g2p_language)
+            if resynthesizer.needs_semantic:
+                text_to_semantic = _load_text_to_semantic(root, device)
+        if zoo.ALIGNER_COMPONENT in runs:
+            aligner = AlignerInference.from_pretrained(root, device=device)
+        return cls(separator, extractor, quantizer, corrector, g2p, resynthesizer, aligner,
+                   mode=mode, options=options, text_to_semantic=text_to_semantic)
 
     def separate(self, audio: AudioInput, sample_rate: Optional[int] = None) -> List[SeparatedSpeaker]:
         """sample_rate: required for arrays and tensors; a file's own rate is used otherwise."""
@@ -164,13 +305,13 @@ class SepALM:
         self.rtf.add_input(seconds)
         with self.rtf.time("separator", seconds):
             estimates = self.separator.separate(samples, fs)
-        if self.mode == "separator_only":
+        if self.mode == zoo.SEPARATOR_ONLY:
             return [SeparatedSpeaker(estimate) for estimate in estimates]
         speakers = []
         for estimate in estimates:
             at_model_rate = _resample(estimate, fs, self.fs)
             pieces = [self._refine(at_model_rate[start:end]) for start, end in
-                      pause_segments(at_model_rate, self.fs, self.max_segment_sec)]
+                      pause_segments(at_model_rate, self.fs, self.options.max_segment_sec)]
             refined = np.concatenate([piece[0] for piece in pieces])
             speakers.append(SeparatedSpeaker(
                 _fit(_resample(refined, self.fs, fs), len(estimate)).astype(np.float32),
@@ -200,7 +341,7 @@ class SepALM:
             est_tokens = codec.encode_batch([at_codec_rate])[0].T.cpu().numpy()
             refined = self.resynthesizer.synthesize(est_tokens, phonemes, semantic, len(at_codec_rate))
             refined = _fit(_resample(refined, codec.sample_rate, self.fs), len(estimate))
-        if self.mode == "no_aligner":
+        if self.mode == zoo.NO_ALIGNER:
             return refined, correction
         with self.rtf.time("aligner", seconds):
             aligned = self.aligner.align(
@@ -210,13 +351,19 @@ class SepALM:
 
     def _semantic(self, phonemes: str) -> List[int]:
         """Greedy semantic tokens of one phoneme string (an empty one stands for a pause)."""
-        import torch
-
         model, token_list = self.text_to_semantic
         ids = token_list.encode(phonemes) or token_list.encode(WORD_BOUNDARY)
         device = next(model.parameters()).device
         units, lengths = model.generate(torch.tensor([ids], device=device), torch.tensor([len(ids)], device=device))
         return units[0, : int(lengths[0])].tolist()
+
+
+def _load_text_to_semantic(root: Path, device: str) -> Tuple[Any, Any]:
+    component = zoo.COMPONENTS_BY_NAME[zoo.T2S_COMPONENT]
+    if component.name not in zoo.read_meta(root)["components"]:
+        raise zoo.ArchiveError(f"{root}: no '{component.name}' component, needed when {component.needed_if}")
+    model_file = zoo.loadable_files(root, component.name)[zoo.MODEL_ROLE]
+    return load_text_to_semantic(zoo.load_component_config(root, component.name), model_file, device)
 
 
 def measure_rtf(model: SepALM, wav_scp: PathLike, utterances: int = 4, seconds: float = 5.0) -> RtfMeter:

@@ -11,13 +11,18 @@ Layout (every member but meta.yaml is listed in meta.yaml with its SHA-256):
     <component>/<role><ext>      any other file of the component (centers.npy, codec.pth, ...)
     <component>/<role>/...       a directory role (e.g. a tokenizer), every file under it
 
-A system packs several components (separator, kmeans, corrector, synthesizer, codec, t2s,
-aligner, token lists); each needs only the roles it has. Weights are stored as safetensors and
-read back without unpickling; a `.pth` is only ever read with `torch.load(weights_only=True)`,
-and packing refuses torch files that hold anything but tensors and plain containers, and
-pickles. Unpacking refuses members that could escape the destination (absolute paths, `..`,
-symlinks) or that meta.yaml does not list, archives too large or too compressed to be a model
-(zip bombs, `UnpackLimits`), and checks every checksum before anything is used.
+`COMPONENTS` is the one table of what a SepALM system is made of: each component's name, the
+roles its loader reads and the pipeline modes that run it. Packing uses it to tell which modes
+an archive can run (its model card shows the matching usage), `SepALM.from_pretrained` and
+`SeparatorModel.from_pretrained` to load what a mode needs and nothing else. Any other
+component or role (e.g. token lists) is packed and unpacked as is.
+
+Weights are stored as safetensors and read back without unpickling; a `.pth` is only ever read
+with `torch.load(weights_only=True)` (tasks.loading.read_state_dict), and packing refuses torch
+files that hold anything but tensors and plain containers, and pickles. Unpacking refuses
+members that could escape the destination (absolute paths, `..`, symlinks) or that meta.yaml
+does not list, archives too large or too compressed to be a model (zip bombs, `UnpackLimits`),
+and checks every checksum before anything is used.
 """
 from __future__ import annotations
 
@@ -25,7 +30,6 @@ import datetime
 import hashlib
 import importlib.metadata
 import os
-import pickle
 import platform
 import shutil
 import stat
@@ -33,7 +37,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
 import safetensors.torch
 import torch
@@ -41,6 +45,7 @@ import yaml
 
 import sepalm_espnet
 from sepalm_espnet.data.kaldi_dir import PathLike, atomic_path
+from sepalm_espnet.tasks.loading import UnsafeWeightsError, read_state_dict
 
 FORMAT_VERSION = 1
 META_NAME = "meta.yaml"
@@ -53,6 +58,10 @@ T2S_COMPONENT = "t2s"
 ALIGNER_COMPONENT = "aligner"
 CONFIG_ROLE = "config"
 MODEL_ROLE = "model"
+CENTERS_ROLE = "centers"  # packed as kmeans/centers.npy and kmeans/kmeans.yaml, the files load_kmeans reads
+KMEANS_ROLE = "kmeans"
+CODEC_ROLE = "codec"
+
 # torch.save files: packed only if they load with weights_only=True. `.bin` is checked only when
 # it is a torch file (CTranslate2's model.bin is not). Pickles are never packed.
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt")
@@ -76,6 +85,62 @@ TRAINING_ONLY_PATH_KEYS = (
     "utt2spk",
 )
 
+# Pipeline modes, paper Table 3: the full system, (g) the re-synthesized s* without the
+# aligner, (d) the separator alone.
+SEPALM, NO_ALIGNER, SEPARATOR_ONLY = "sepalm", "no_aligner", "separator_only"
+MODES = (SEPALM, NO_ALIGNER, SEPARATOR_ONLY)
+REFINING_MODES = (SEPALM, NO_ALIGNER)
+
+
+@dataclass(frozen=True)
+class Component:
+    """One trained part of a SepALM system, as an archive holds it.
+
+    `roles`: the files its loader reads (an archive may carry more). `modes`: the pipeline
+    modes that run it. `needed_if`: a condition beyond the mode (the loader checks it), or None.
+    """
+
+    name: str
+    roles: Tuple[str, ...]
+    modes: Tuple[str, ...]
+    description: str
+    needed_if: Optional[str] = None
+
+
+COMPONENTS = (
+    Component(SEPARATOR_COMPONENT, (CONFIG_ROLE, MODEL_ROLE), MODES,
+              "ESPnet enh model (SepFormer): mixture -> estimates ŝ"),
+    Component(KMEANS_COMPONENT, (CENTERS_ROLE, KMEANS_ROLE), REFINING_MODES,
+              "clusters of speech features: ŝ -> units"),
+    Component(CORRECTOR_COMPONENT, (CONFIG_ROLE, MODEL_ROLE), REFINING_MODES,
+              "audio LM: units -> preliminary and corrected transcripts"),
+    Component(CODEC_COMPONENT, (CODEC_ROLE,), REFINING_MODES,
+              "DAC: ŝ -> codec tokens, refined tokens -> s*"),
+    Component(SYNTHESIZER_COMPONENT, (CONFIG_ROLE, MODEL_ROLE), REFINING_MODES,
+              "codec LM (AR+NAR or masked): tokens of ŝ + corrected text -> tokens of s*"),
+    Component(T2S_COMPONENT, (CONFIG_ROLE, MODEL_ROLE), REFINING_MODES,
+              "phonemes -> semantic tokens, the masked synthesizer's condition",
+              needed_if="the synthesizer is conditioned on semantic tokens"),
+    Component(ALIGNER_COMPONENT, (CONFIG_ROLE, MODEL_ROLE), (SEPALM,),
+              "ŝ + s* -> output s̃"),
+)
+COMPONENTS_BY_NAME = {component.name: component for component in COMPONENTS}
+
+
+def mode_components(mode: str) -> Tuple[Component, ...]:
+    """The components `mode` runs, in pipeline order (those with a `needed_if` included)."""
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: expected one of {MODES}")
+    return tuple(component for component in COMPONENTS if mode in component.modes)
+
+
+SEPALM_USAGE = """\
+from sepalm_espnet.inference import SepALM
+
+model = SepALM.from_pretrained("{archive}")  # mode="no_aligner" / "separator_only": the ablations
+for speaker in model.separate("mixture.wav"):  # at the input's rate, with both transcripts
+    print(speaker.corrected, speaker.waveform.shape)
+"""
 SEPARATOR_USAGE = """\
 from sepalm_espnet.inference import SeparatorModel
 
@@ -108,35 +173,12 @@ class ArchiveError(ValueError):
     """An archive (or the files to pack into one) is malformed, unsafe or tampered with."""
 
 
-class UnsafeWeightsError(ValueError):
-    """A weights file holds something other than tensors; loading it could run arbitrary code."""
-
-
 def sha256_file(path: PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
-    """Weights from .safetensors, or from a .pth without unpickling arbitrary objects."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        return safetensors.torch.load_file(str(path))
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise UnsafeWeightsError(
-            f"{path}: refusing to unpickle objects other than tensors (weights_only=True): {exc}"
-        ) from exc
-    if not isinstance(state_dict, dict):
-        raise UnsafeWeightsError(f"{path}: expected a state dict, got {type(state_dict).__name__}")
-    not_tensors = [name for name, value in state_dict.items() if not isinstance(value, torch.Tensor)]
-    if not_tensors:
-        raise UnsafeWeightsError(f"{path}: entries that are not tensors: {not_tensors[:5]}")
-    return state_dict
 
 
 def library_versions() -> Dict[str, str]:
@@ -212,6 +254,11 @@ def model_card_text(meta: Mapping[str, Any], usage: str, results_md: Optional[st
     lines += ["| component | role | file |", "|---|---|---|"]
     for component, roles in meta["components"].items():
         lines += [f"| {component} | {role} | `{member}` |" for role, member in roles.items()]
+    lines += [""] + [f"- {name}: {COMPONENTS_BY_NAME[name].description}"
+                     for name in meta["components"] if name in COMPONENTS_BY_NAME]
+    modes = supported_modes(meta["components"])
+    if modes:
+        lines += ["", f"Pipeline modes it runs: {', '.join(modes)}."]
     lines += ["", "## Usage", "", "```python", usage.rstrip(), "```", ""]
     if results_md:
         lines += ["## Results", "", results_md.strip(), ""]
@@ -285,8 +332,25 @@ def _directory_members(component: str, role: str, directory: Path) -> Dict[str, 
     return members
 
 
-def _default_usage(components: Mapping[str, Any]) -> str:
-    if SEPARATOR_COMPONENT in components:
+def supported_modes(components: Mapping[str, Iterable[str]]) -> Tuple[str, ...]:
+    """The modes whose components (those needed in every system) are all there with every role.
+
+    components: {name: roles}, of the files to pack or of meta.yaml.
+    """
+    def complete(needed: Component) -> bool:
+        return needed.name in components and set(needed.roles) <= set(components[needed.name])
+
+    return tuple(
+        mode for mode in MODES
+        if all(complete(needed) for needed in mode_components(mode) if needed.needed_if is None)
+    )
+
+
+def _default_usage(components: Mapping[str, Iterable[str]]) -> str:
+    modes = supported_modes(components)
+    if SEPALM in modes:
+        return SEPALM_USAGE
+    if SEPARATOR_ONLY in modes:
         return SEPARATOR_USAGE
     return COMPONENTS_USAGE.replace("{component}", next(iter(components)))
 
@@ -529,6 +593,16 @@ def read_meta(root: PathLike) -> Dict[str, Any]:
         return yaml.safe_load(f)
 
 
+def resolve_pretrained(src: PathLike, cache_dir: Optional[PathLike] = None) -> Path:
+    """A directory is used in place; an archive is verified and unpacked once into the cache."""
+    src = Path(src)
+    if src.is_dir():
+        return src
+    if src.is_file():
+        return unpack(src, cached_unpack_dir(src, cache_dir))
+    raise FileNotFoundError(f"{src}: no such archive or directory")
+
+
 def component_files(root: PathLike, component: str) -> Dict[str, Path]:
     """{role: path} of one component of an unpacked archive."""
     root = Path(root)
@@ -536,6 +610,28 @@ def component_files(root: PathLike, component: str) -> Dict[str, Path]:
     if component not in components:
         raise ArchiveError(f"{root}: no component '{component}' (has: {sorted(components)})")
     return {role: root / member for role, member in components[component].items()}
+
+
+def loadable_files(root: PathLike, component: str) -> Dict[str, Path]:
+    """`component_files` of a COMPONENTS entry, refused unless every role its loader reads is there."""
+    files = component_files(root, component)
+    missing = [role for role in COMPONENTS_BY_NAME[component].roles if role not in files]
+    if missing:
+        raise ArchiveError(f"{root}: component '{component}' lacks roles {missing} (has: {sorted(files)})")
+    return files
+
+
+def check_mode(root: PathLike, mode: str) -> None:
+    """Refuse, naming what is missing, an archive without what `mode` needs in every system."""
+    needed = [component.name for component in mode_components(mode) if component.needed_if is None]
+    components = read_meta(root)["components"]
+    supported = supported_modes(components)
+    if mode not in supported:
+        raise ArchiveError(
+            f"{root}: mode '{mode}' needs components {needed} with their roles; "
+            f"the archive holds {dict((name, sorted(roles)) for name, roles in components.items())} "
+            f"and runs modes {list(supported)}"
+        )
 
 
 def load_component_config(root: PathLike, component: str) -> Dict[str, Any]:

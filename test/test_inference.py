@@ -1,4 +1,5 @@
-"""SeparatorModel: archive round trip is exact; audio in any common form; unsafe weights refused."""
+"""SeparatorModel (and SepALM in separator_only mode): archive round trip is exact; audio in any
+common form; unsafe weights refused."""
 import logging
 import zipfile
 
@@ -6,12 +7,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import yaml
 from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
 from sepalm_espnet import zoo
-from sepalm_espnet.inference import SeparatorModel
-from sepalm_espnet.separator.long_audio import LongAudioSeparator
+from sepalm_espnet.inference import SepALM, SeparatedSpeaker, SeparatorModel
+from sepalm_espnet.separator.long_audio import LongAudioSeparator, SegmentOptions
 from sepalm_espnet.separator.registry import EnhancementTask, enh_model_separate_fn, min_input_samples
 
 REPO_CONFIG = "egs2/TEMPLATE/sepalm1/conf/tuning/train_sep_sepformer_mini.yaml"
@@ -130,10 +130,10 @@ def test_other_rate_is_resampled_and_returned_at_the_input_rate(packed_model, tm
 
 def test_long_input_is_separated_segment_wise(experiment, archive, tmp_path):
     _, original = experiment
-    options = {"segment_sec": 0.25, "hop_sec": 0.125}
-    model = SeparatorModel.from_pretrained(archive, cache_dir=tmp_path, **options)
+    segment = SegmentOptions(segment_sec=0.25, hop_sec=0.125)
+    model = SeparatorModel.from_pretrained(archive, cache_dir=tmp_path, segment=segment)
     expected = LongAudioSeparator(
-        enh_model_separate_fn(original), 2, FS, min_samples=min_input_samples(original), **options
+        enh_model_separate_fn(original), 2, FS, segment, min_samples=min_input_samples(original)
     ).separate_array(noise(FS, seed=5), FS)
     assert all(np.array_equal(a, b) for a, b in zip(model.separate(noise(FS, seed=5), FS), expected))
 
@@ -144,3 +144,14 @@ def test_pickled_object_in_checkpoint_is_refused(experiment, tmp_path):
     torch.save({**original.state_dict(), "payload": Payload()}, tmp_path / CHECKPOINT)
     with pytest.raises(zoo.UnsafeWeightsError, match=CHECKPOINT):
         SeparatorModel.from_pretrained(tmp_path)
+
+
+def test_separator_only_archive_runs_as_sepalm_in_separator_only_mode(archive, packed_model, tmp_path):
+    model = SepALM.from_pretrained(archive, mode="separator_only", cache_dir=tmp_path)
+    mixture = noise(FS // 4, seed=6)
+    speakers = model.separate(mixture, FS)
+    assert all(isinstance(speaker, SeparatedSpeaker) and speaker.status == [] for speaker in speakers)
+    for speaker, estimate in zip(speakers, packed_model.separate(mixture, FS)):
+        assert np.array_equal(speaker.waveform, estimate)
+    with pytest.raises(zoo.ArchiveError, match="mode 'sepalm' needs components"):
+        SepALM.from_pretrained(archive, cache_dir=tmp_path)

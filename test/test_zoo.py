@@ -291,3 +291,74 @@ def test_directory_named_in_a_config_is_carried_file_by_file(run_dir, tmp_path):
     loaded = zoo.load_component_config(root, "corrector")
     assert loaded["tokenizer_dir"] == str(root / "corrector/tokenizer_dir")
     assert sorted(p.name for p in (root / "corrector/tokenizer_dir").iterdir()) == ["tokenizer.json"]
+
+
+def system_components(run_dir, without=()):
+    """Every component a full SepALM system packs (the separator's files stand in for the configs
+    and weights of the others: packing does not look inside them)."""
+    files = separator(run_dir)
+    components = {
+        "separator": files,
+        "kmeans": {"centers": run_dir / "exp/kmeans/centers.npy", "kmeans": run_dir / "exp/kmeans/kmeans.yaml"},
+        "corrector": files,
+        "codec": {"codec": run_dir / "exp/codec/codec.pth"},
+        "synthesizer": files,
+        "aligner": files,
+    }
+    return {name: roles for name, roles in components.items() if name not in without}
+
+
+def test_one_component_table_with_the_modes_that_run_each():
+    names = [component.name for component in zoo.COMPONENTS]
+    assert names == ["separator", "kmeans", "corrector", "codec", "synthesizer", "t2s", "aligner"]
+    assert [c.name for c in zoo.mode_components("separator_only")] == ["separator"]
+    assert [c.name for c in zoo.mode_components("no_aligner")] == names[:-1]
+    assert [c.name for c in zoo.mode_components("sepalm")] == names
+    assert [c.name for c in zoo.COMPONENTS if c.needed_if] == ["t2s"]  # only with a semantic synthesizer
+    with pytest.raises(ValueError, match="mode 'fast'"):
+        zoo.mode_components("fast")
+
+
+def test_supported_modes_need_every_component_with_every_role():
+    roles = {component.name: component.roles for component in zoo.COMPONENTS if component.needed_if is None}
+    assert zoo.supported_modes(roles) == ("sepalm", "no_aligner", "separator_only")
+    assert zoo.supported_modes({k: v for k, v in roles.items() if k != "aligner"}) == ("no_aligner", "separator_only")
+    assert zoo.supported_modes({"separator": ("config", "model"), "tokens": ("units",)}) == ("separator_only",)
+    assert zoo.supported_modes({**roles, "separator": ("config",)}) == ()
+    assert zoo.supported_modes({"kmeans": ("centers", "kmeans")}) == ()
+
+
+def test_a_full_system_shows_the_sepalm_usage_and_runs_every_mode(system_files, tmp_path):
+    run_dir = system_files
+    archive = zoo.pack(run_dir / "packed/sepalm.zip", system_components(run_dir))
+    with zipfile.ZipFile(archive) as zf:
+        card = zf.read("README.md").decode()
+    assert 'SepALM.from_pretrained("sepalm.zip")' in card
+    assert "Pipeline modes it runs: sepalm, no_aligner, separator_only." in card
+    root = zoo.unpack(archive, tmp_path / "full")
+    for mode in zoo.MODES:
+        zoo.check_mode(root, mode)
+
+    partial = zoo.pack(run_dir / "packed/no_ali.zip", system_components(run_dir, without=("aligner",)))
+    root = zoo.unpack(partial, tmp_path / "no_ali")
+    zoo.check_mode(root, "no_aligner")
+    with pytest.raises(zoo.ArchiveError, match=r"mode 'sepalm' needs .*'aligner'.* runs modes \['no_aligner', 'separator_only'\]"):
+        zoo.check_mode(root, "sepalm")
+    with pytest.raises(ValueError, match="mode 'fast'"):
+        zoo.check_mode(root, "fast")
+
+
+def test_loadable_files_need_every_role_the_loader_reads(run_dir, tmp_path):
+    archive = zoo.pack(run_dir / "x.zip", {"aligner": {zoo.CONFIG_ROLE: run_dir / "exp/sep/config.yaml"}})
+    root = zoo.unpack(archive, tmp_path / "unpacked")
+    assert set(zoo.component_files(root, "aligner")) == {"config", "normalize_conf.stats_file"}
+    with pytest.raises(zoo.ArchiveError, match=r"component 'aligner' lacks roles \['model'\]"):
+        zoo.loadable_files(root, "aligner")
+
+
+def test_resolve_pretrained_unpacks_an_archive_once_and_takes_a_directory_as_is(archive, tmp_path):
+    root = zoo.resolve_pretrained(archive, tmp_path / "cache")
+    assert root == tmp_path / "cache" / zoo.sha256_file(archive) and (root / zoo.META_NAME).is_file()
+    assert zoo.resolve_pretrained(root) == root
+    with pytest.raises(FileNotFoundError, match="missing.zip"):
+        zoo.resolve_pretrained(tmp_path / "missing.zip")

@@ -1,13 +1,14 @@
 """Aligner inference (stage 13): s̃ = aligner(ŝ, s*) for every utterance of an estimate scp.
 
-The model loads through tasks.loading: strictly and without unpickling.
+The model loads through tasks.loading (strictly and without unpickling), from files or from a
+zoo archive: this module sits above both (see sepalm_espnet/__init__.py).
 """
 from __future__ import annotations
 
 import inspect
 import logging
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from sepalm_espnet import zoo
 from sepalm_espnet.aligner.model import AlignerModel, STFTAligner, fit_synthesized_length
 from sepalm_espnet.data.audio import write_audio
 from sepalm_espnet.data.format import load_mono
-from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, read_key_file, read_kv, select_entries, write_kv
+from sepalm_espnet.data.kaldi_dir import PathLike, read_key_file, select_entries, write_kv
 from sepalm_espnet.tasks.aligner import AlignerTask
 from sepalm_espnet.tasks.loading import ConfigSource, build_trained_model
 
@@ -50,10 +51,8 @@ class AlignerInference:
     @classmethod
     def from_pretrained(cls, src: PathLike, device: str = "cpu", cache_dir: Optional[PathLike] = None) -> "AlignerInference":
         """The `aligner` component of a packed archive (.zip) or its unpacked directory."""
-        from sepalm_espnet.inference import resolve_pretrained  # inference imports espnet enh: load lazily
-
-        root = resolve_pretrained(src, cache_dir)
-        files = zoo.component_files(root, zoo.ALIGNER_COMPONENT)
+        root = zoo.resolve_pretrained(src, cache_dir)
+        files = zoo.loadable_files(root, zoo.ALIGNER_COMPONENT)
         return cls.from_files(zoo.load_component_config(root, zoo.ALIGNER_COMPONENT), files[zoo.MODEL_ROLE], device)
 
     def align(self, est: np.ndarray, syn: np.ndarray, where: str = "input") -> np.ndarray:
@@ -96,15 +95,3 @@ def align_scp(
     write_kv(output_dir / SPEECH_SCP, {key: str(path) for key, path in outputs.items()})
     return outputs
 
-
-def merge_speech_scps(split_dirs: Sequence[PathLike], output_dir: PathLike) -> Dict[str, str]:
-    """Join the speech.scp of JOB splits (wavs stay in place); a key in two splits is an error."""
-    merged: Dict[str, str] = {}
-    found_in: Dict[str, PathLike] = {}
-    for split_dir in split_dirs:
-        for key, value in read_kv(Path(split_dir) / SPEECH_SCP).items():
-            if key in merged:
-                raise DataDirError(f"key '{key}' in both {found_in[key]} and {split_dir}")
-            merged[key], found_in[key] = value, split_dir
-    write_kv(Path(output_dir) / SPEECH_SCP, merged)
-    return merged

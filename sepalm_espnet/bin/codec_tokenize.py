@@ -1,47 +1,35 @@
-"""Stage 9: DAC tokens of every wav.scp entry -> <output_dir>/<output_name>.{ark,scp}.
-
-JOB runs write <output_name>.JOB.{ark,scp}; `--merge_jobs N` then joins their scps into
-<output_name>.scp, checking that together they cover --wav_scp exactly.
-"""
-import argparse
-import logging
-import sys
+"""Stage 9 worker: DAC tokens of one JOB's keys of several scps -> <output_dir>/<name>.{ark,scp}."""
 from pathlib import Path
 
-from sepalm_espnet.data.audio import AudioError
-from sepalm_espnet.data.kaldi_dir import DataDirError, read_kv
 from sepalm_espnet.synthesizer.codec import CodecError, DacCodec
-from sepalm_espnet.synthesizer.token_io import merge_token_scps, tokenize_wav_scp
+from sepalm_espnet.synthesizer.token_io import tokenize_wav_scp
+from sepalm_espnet.utils import cli
+
+
+def get_parser():
+    parser = cli.standard_parser(__doc__)
+    parser.add_argument("--codec", required=True, help="DAC release tag (16khz, 24khz, 44khz) or weights file")
+    parser.add_argument("--wav_scp", required=True, nargs="+", help="`key audio` lines (files or piped commands)")
+    parser.add_argument("--output_names", required=True, nargs="+", help="one token file stem per --wav_scp")
+    parser.add_argument("--batch_size", type=int, default=8, help="utterances of similar length encoded together")
+    parser.add_argument("--n_codebooks", type=int, default=None, help="keep the first Q codebooks (default: all)")
+    cli.add_job_options(parser)
+    return parser
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--codec", help="DAC release tag (16khz, 24khz, 44khz) or weights file; not with --merge_jobs")
-    parser.add_argument("--wav_scp", required=True, help="`key audio` lines (files or piped commands)")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--output_name", default="tokens", help="file stem, e.g. tokens.JOB for a JOB split")
-    parser.add_argument("--key_file", default=None, help="only these keys (a JOB split of wav.scp)")
-    parser.add_argument("--batch_size", type=int, default=8, help="utterances of similar length encoded together")
-    parser.add_argument("--n_codebooks", type=int, default=None, help="keep the first Q codebooks (default: all)")
-    parser.add_argument("--ngpu", type=int, default=0, help="0: CPU, 1: one GPU")
-    parser.add_argument("--merge_jobs", type=int, default=0, help="join <output_name>.{1..N}.scp instead of encoding")
-    parser.add_argument("--log_level", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
-    if (args.codec is None) == (args.merge_jobs == 0):
-        parser.error("give either --codec (encode) or --merge_jobs (merge)")
+    parser = get_parser()
+    args = cli.parse_args(parser, argv)
+    if len(args.wav_scp) != len(args.output_names):
+        parser.error(f"{len(args.wav_scp)} --wav_scp but {len(args.output_names)} --output_names")
 
-    out = Path(args.output_dir)
-    try:
-        if args.merge_jobs:
-            job_scps = [out / f"{args.output_name}.{job}.scp" for job in range(1, args.merge_jobs + 1)]
-            merge_token_scps(job_scps, out / f"{args.output_name}.scp", expected_keys=read_kv(args.wav_scp))
-            return
-        codec = DacCodec.from_pretrained(args.codec, args.n_codebooks, "cuda" if args.ngpu > 0 else "cpu")
-        tokenize_wav_scp(codec, args.wav_scp, out / f"{args.output_name}.ark", out / f"{args.output_name}.scp",
-                         key_file=args.key_file, batch_size=args.batch_size)
-    except (AudioError, CodecError, DataDirError) as exc:
-        sys.exit(f"codec_tokenize: {exc}")
+    def work():
+        codec = DacCodec.from_pretrained(args.codec, args.n_codebooks, args.device)
+        out = Path(args.output_dir)
+        for wav_scp, name in zip(args.wav_scp, args.output_names):
+            tokenize_wav_scp(codec, wav_scp, out / f"{name}.ark", out / f"{name}.scp", args.key_file, args.batch_size)
+
+    cli.run_main("codec_tokenize", work, (ValueError, OSError, CodecError))
 
 
 if __name__ == "__main__":

@@ -23,14 +23,14 @@ def main(argv=None):
     parser.add_argument("--valid_wav_scp", default=None, help="audio to score the round trip on")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--max_steps", type=int, default=None, help="override the config's max_steps")
-    parser.add_argument("--ngpu", type=int, default=0, help="0: CPU, 1: one GPU")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--log_level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
     torch.set_flush_denormal(True)  # DAC's Snake activations otherwise slow CPU training 2x
     try:
         config = load_config(args.config, args.max_steps)
-        train_codec(config, args.wav_scp, args.output_dir, args.valid_wav_scp, "cuda" if args.ngpu > 0 else "cpu")
+        train_codec(config, args.wav_scp, args.output_dir, args.valid_wav_scp, args.device)
     except (AudioError, CodecError, CodecTrainError, DataDirError) as exc:
         sys.exit(f"codec_train: {exc}")
 

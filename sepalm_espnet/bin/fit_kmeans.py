@@ -10,13 +10,14 @@ import logging
 import sys
 
 from sepalm_espnet.corrector.units import (
-    FEATURE_EXTRACTORS, build_feature_extractor, fit_kmeans_on_scps, import_sklearn_kmeans, save_kmeans,
+    FEATURE_EXTRACTORS, build_feature_extractor, fit_kmeans_on_scps, import_sklearn_kmeans, load_kmeans, save_kmeans,
 )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--feature_type", required=True, choices=sorted(FEATURE_EXTRACTORS))
+    parser.add_argument("--print_size", metavar="KMEANS_DIR", help="print the cluster count of a k-means dir and exit")
+    parser.add_argument("--feature_type", choices=sorted(FEATURE_EXTRACTORS))
     parser.add_argument("--hubert_dir", help="hubert: transformers HubertModel dir or hub id")
     parser.add_argument("--layer", type=int, default=11, help="hubert: transformer layer (0: its input)")
     parser.add_argument("--wav_scp", nargs="+", help="audio scps whose frames are clustered")
@@ -26,10 +27,15 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=10_000, help="MiniBatchKMeans batch (frames)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="feature extraction device (cpu, cuda)")
-    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--output_dir")
     parser.add_argument("--log_level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    if args.print_size:
+        print(load_kmeans(args.print_size)[0].n_clusters)
+        return
+    if not (args.feature_type and args.output_dir):
+        parser.error("--feature_type and --output_dir are required")
     if (args.feature_type == "hubert") != (args.hubert_dir is not None):
         parser.error("--hubert_dir is required with --feature_type hubert and only then")
     if (args.wav_scp is None) == (args.sklearn_model is None):

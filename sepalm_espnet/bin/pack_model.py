@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Dict, List, Tuple
 
 from sepalm_espnet import zoo
@@ -34,6 +35,15 @@ def parse_component(spec: str) -> Tuple[str, Dict[str, str]]:
     return name, roles
 
 
+def codec_weights_file(path: str) -> str:
+    """A DAC release tag (16khz, ...) packs the weights file dac keeps in its cache."""
+    if Path(path).is_file():
+        return path
+    import dac.utils
+
+    return str(dac.utils.download(model_type=path))
+
+
 def collect_components(args: argparse.Namespace) -> Dict[str, Dict[str, str]]:
     components: Dict[str, Dict[str, str]] = {}
     if args.separator_config or args.separator_model:
@@ -46,6 +56,8 @@ def collect_components(args: argparse.Namespace) -> Dict[str, Dict[str, str]]:
         if role in roles:
             raise ValueError(f"component {name}: role {role} given twice")
         roles[role] = path
+    if zoo.CODEC_COMPONENT in components and "codec" in components[zoo.CODEC_COMPONENT]:
+        components[zoo.CODEC_COMPONENT]["codec"] = codec_weights_file(components[zoo.CODEC_COMPONENT]["codec"])
     if not components:
         raise ValueError("nothing to pack: give --separator_config/--separator_model, --component or --component_file")
     return components

@@ -1,4 +1,5 @@
-"""Stage 14 separation scoring: SI-SNR(i), SDR(i), PESQ(i), ESTOI(i) with PIT.
+"""Separation scoring of per-speaker dirs: SI-SNR(i), SDR(i), PESQ(i), ESTOI(i) with PIT (stage 14
+scores the flat layout through bin/score_systems.py).
 
 Score (optionally one JOB's keys):
     python -m sepalm_espnet.bin.score_separation --ref_dir data/test \\

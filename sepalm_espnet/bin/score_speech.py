@@ -1,4 +1,5 @@
-"""Stage 14 speech scoring: WER (vs. the teacher's clean transcript and the ground truth) and SIM.
+"""Speech scoring of per-speaker files: WER (vs. the teacher's clean transcript and the ground truth)
+and SIM. Stage 14 scores the flat layout through bin/score_systems.py; this is for other layouts.
 
     python -m sepalm_espnet.bin.score_speech --speech_scps out/spk1/speech.scp out/spk2/speech.scp \\
         --ref_dir dump/raw/test --permutation exp/sep/decode/test/score/permutation \\

@@ -1,4 +1,5 @@
-"""Stage 14: corpus WER of transcripts, the speakers' (reference, hypothesis) pairs pooled.
+"""Corpus WER of transcripts, the speakers' (reference, hypothesis) pairs pooled (stage 14 scores
+the manifest's transcript systems through bin/score_systems.py).
 
     python -m sepalm_espnet.bin.score_wer --ref exp/asr/test/text_ct_spk1 exp/asr/test/text_ct_spk2 \\
         --hyp exp/cor/decode/test/spk1/text_ct exp/cor/decode/test/spk2/text_ct \\

@@ -1,42 +1,42 @@
-"""Separate a wav.scp with a trained ESPnet enh model, segment-wise (any length, bounded memory).
+"""Stage 4 worker: separate one JOB's mixtures of a data dir, segment-wise (any length, bounded
+memory), then match the estimates to the references (PIT) and write the per-estimate dir.
 
-Writes <output_dir>/wavs/<key>_spk{n}.wav (float WAV) and sorted <output_dir>/spk{n}.scp.
+Writes <output_dir>/wavs/<key>_spk<n>.wav, spk<n>.scp, permutation and the flat wav.scp,
+ref.scp, text keyed <key>_spk<n> (see separator/estimates.py).
 """
-import argparse
-import logging
+from pathlib import Path
 
-from espnet2.utils.types import str2bool
-
-from sepalm_espnet.separator.long_audio import LongAudioSeparator, separate_scp
+from sepalm_espnet.separator.estimates import write_estimate_dir
+from sepalm_espnet.separator.long_audio import LongAudioSeparator, SegmentOptions, separate_scp
 from sepalm_espnet.separator.registry import enh_model_separate_fn, load_enh_model, min_input_samples
+from sepalm_espnet.utils import cli
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--wav_scp", required=True, help="mixtures: `key path` lines")
-    parser.add_argument("--key_file", default=None, help="only these keys (a JOB split of wav.scp)")
-    parser.add_argument("--output_dir", required=True)
+def get_parser():
+    parser = cli.standard_parser(__doc__)
+    parser.add_argument("--data_dir", required=True, help="wav.scp (mixtures), spk<n>.scp and text_spk<n> if any")
     parser.add_argument("--model_file", required=True, help="trained weights (.pth)")
     parser.add_argument("--train_config", default=None, help="default: config.yaml beside --model_file")
     parser.add_argument("--fs", type=int, required=True, help="sample rate the model was trained at")
-    parser.add_argument("--resample", type=str2bool, default=False, help="resample other rates instead of refusing")
-    parser.add_argument("--segment_sec", type=float, default=8.0, help="model input length per call")
-    parser.add_argument("--hop_sec", type=float, default=4.0, help="segment shift (< segment_sec)")
-    parser.add_argument("--ngpu", type=int, default=0, help="0: CPU, 1: one GPU")
-    parser.add_argument("--log_level", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    parser.add_argument("--resample", type=cli.str2bool, default=False, help="resample other rates instead of refusing")
+    cli.add_dataclass_options(parser, SegmentOptions)
+    cli.add_config_option(parser)
+    cli.add_job_options(parser)
+    return parser
 
-    model, _ = load_enh_model(args.train_config, args.model_file, "cuda" if args.ngpu > 0 else "cpu")
-    separator = LongAudioSeparator(
-        enh_model_separate_fn(model),
-        model.num_spk,
-        args.fs,
-        segment_sec=args.segment_sec,
-        hop_sec=args.hop_sec,
-        min_samples=min_input_samples(model),
-    )
-    separate_scp(separator, args.wav_scp, args.output_dir, key_file=args.key_file, resample=args.resample)
+
+def main(argv=None):
+    args = cli.parse_args(get_parser(), argv)
+
+    def work():
+        model, _ = load_enh_model(args.train_config, args.model_file, args.device)
+        separator = LongAudioSeparator(enh_model_separate_fn(model), model.num_spk, args.fs,
+                                       options=cli.options_from_args(args, SegmentOptions),
+                                       min_samples=min_input_samples(model))
+        outputs = separate_scp(separator, Path(args.data_dir) / "wav.scp", args.output_dir, args.key_file, args.resample)
+        write_estimate_dir(args.data_dir, args.output_dir, sorted(outputs))
+
+    cli.run_main("sep_inference", work)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from sepalm_espnet.utils.split_scp import split_scp
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="utils/split_scp.sh", description=__doc__)
     parser.add_argument("in_scp")
-    parser.add_argument("out_scps", nargs="+", help="one output file per piece")
+    # "*": with no outputs, split_scp names the input (empty, or no pieces asked for).
+    parser.add_argument("out_scps", nargs="*", help="one output file per piece")
     args = parser.parse_args(argv)
     try:
         split_scp(args.in_scp, args.out_scps)

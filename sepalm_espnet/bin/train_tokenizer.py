@@ -2,10 +2,10 @@
 
 Mini recipe, a small BPE SentencePiece tokenizer trained on the training transcripts:
     python -m sepalm_espnet.bin.train_tokenizer --text data/train/text_pt data/train/text_ct \\
-        --vocab_size 500 --n_units 100 --output_dir exp/cor_mini/tokenizer
+        --vocab_size 500 --kmeans_dir exp/kmeans --output_dir exp/cor_mini/tokenizer
 Pretrained LM, its own tokenizer with whatever unit tokens it lacks added:
     python -m sepalm_espnet.bin.train_tokenizer --base_tokenizer fnlp/SpeechGPT-7B-cm \\
-        --n_units 1000 --output_dir exp/cor_speechgpt/tokenizer
+        --kmeans_dir exp/kmeans --output_dir exp/cor_speechgpt/tokenizer
 """
 import argparse
 import logging
@@ -16,6 +16,7 @@ from sepalm_espnet.corrector.tokenizer import (
     save_tokenizer,
     train_sentencepiece_tokenizer,
 )
+from sepalm_espnet.corrector.units import load_kmeans
 from sepalm_espnet.data.kaldi_dir import read_text
 
 
@@ -27,7 +28,7 @@ def get_parser() -> argparse.ArgumentParser:
     source.add_argument("--text", nargs="+", help="Kaldi text files (`key words`) to train on")
     source.add_argument("--base_tokenizer", help="transformers tokenizer directory or hub id to extend")
     parser.add_argument("--vocab_size", type=int, default=500, help="SentencePiece vocabulary (with --text)")
-    parser.add_argument("--n_units", type=int, required=True, help="speech units: k-means clusters")
+    parser.add_argument("--kmeans_dir", required=True, help="the units' k-means (one token per cluster)")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--log_level", default="INFO")
     return parser
@@ -44,7 +45,7 @@ def main(argv=None):
         logging.info("trained a %d-token SentencePiece BPE on %d transcripts", len(tokenizer), len(texts))
     else:
         tokenizer = load_tokenizer(args.base_tokenizer)
-    added = add_unit_tokens(tokenizer, args.n_units)
+    added = add_unit_tokens(tokenizer, load_kmeans(args.kmeans_dir)[0].n_clusters)
     save_tokenizer(tokenizer, args.output_dir)
     logging.info("added %d unit/marker tokens: %d tokens in %s", added, len(tokenizer), args.output_dir)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
 from sepalm_espnet import zoo
+from sepalm_espnet.utils.cli import str2bool
 
 
 def upload_plan(src: str, cache_dir: Optional[str] = None) -> Tuple[Path, Dict[str, int]]:
@@ -48,7 +49,8 @@ def main(argv=None):
     parser.add_argument("--private", action="store_true")
     parser.add_argument("--commit_message", default="Upload sepalm_espnet model")
     parser.add_argument("--cache_dir", default=None, help="where an archive is unpacked (default: the zoo cache)")
-    parser.add_argument("--dry_run", action="store_true", help="print what would be uploaded; no network")
+    parser.add_argument("--dry_run", type=str2bool, nargs="?", const=True, default=False,
+                        help="print what would be uploaded; no network")
     args = parser.parse_args(argv)
     from huggingface_hub.utils import validate_repo_id
 

@@ -9,9 +9,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="utils/validate_data_dir.sh", description=__doc__)
     parser.add_argument("--require-text", "--require_text", action="store_true",
                         help="transcripts (text_spkN for each spkN.scp, else text) must exist")
+    parser.add_argument("--check_audio", "--check-audio", action="store_true",
+                        help="read every audio file's header: refuse truncated files and "
+                             "references or noise whose length or rate differs from the "
+                             "mixture (commands ending in '|' are not run)")
     parser.add_argument("data_dir")
     args = parser.parse_args(argv)
-    problems = find_problems(args.data_dir, args.require_text)
+    problems = find_problems(args.data_dir, args.require_text, args.check_audio)
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:

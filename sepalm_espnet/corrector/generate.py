@@ -27,7 +27,7 @@ import contextlib
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -68,16 +68,18 @@ class Correction:
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    """Paper §4.2 by default; `use_cache` off only to measure what the KV cache saves."""
+    """Corrector decoding, paper §4.2 by default."""
 
-    do_sample: bool = True
-    top_k: int = 40
-    top_p: float = 0.9
-    temperature: float = 0.1
-    max_length: int = 1024
-    batch_size: int = 8
-    seed: int = 0
-    use_cache: bool = True
+    do_sample: bool = field(default=True, metadata={"help": "sample (top-k, top-p, temperature); false: greedy"})
+    top_k: int = field(default=40, metadata={"help": "sample from the k most likely tokens only"})
+    top_p: float = field(default=0.9, metadata={"help": "nucleus sampling mass"})
+    temperature: float = field(default=0.1, metadata={"help": "sampling temperature"})
+    max_length: int = field(default=1024, metadata={"help": "most tokens per utterance, prompt included"})
+    batch_size: int = field(default=8, metadata={"help": "utterances decoded at once (batched by prompt length)"})
+    seed: int = field(default=0, metadata={"help": "seed set at the start of every correct() call"})
+    use_cache: bool = field(
+        default=True, metadata={"help": "reuse attention keys/values; false only to measure what the cache saves"}
+    )
 
     def __post_init__(self):
         if self.max_length < 1 or self.batch_size < 1:
@@ -283,34 +285,6 @@ def read_corrections(output_dir: PathLike) -> Dict[str, Correction]:
     if bad:
         raise DataDirError(f"{output_dir / STATUS_FILE}: key '{bad[0]}' has status '{statuses[bad[0]]}'")
     return {key: Correction(preliminary[key], corrected[key], statuses[key]) for key in statuses}
-
-
-def merge_correction_dirs(split_dirs: Sequence[PathLike], output_dir: PathLike) -> Dict[str, int]:
-    """Concatenate the JOB splits' files; a key decoded in two splits is an error.
-
-    fallback.json is the sum of the splits' counts, checked against their status files. An
-    EXTRA_FILES file present in every split is merged too.
-    """
-    merged: Dict[str, Correction] = {}
-    decoded_in: Dict[str, PathLike] = {}
-    for split_dir in split_dirs:
-        corrections = read_corrections(split_dir)
-        for key, correction in corrections.items():
-            if key in decoded_in:
-                raise DataDirError(f"key '{key}' decoded in both {decoded_in[key]} and {split_dir}")
-            decoded_in[key] = split_dir
-            merged[key] = correction
-        counts_path = Path(split_dir) / FALLBACK_FILE
-        counts = json.loads(counts_path.read_text(encoding="utf-8")) if counts_path.is_file() else None
-        if counts != fallback_counts({key: c.status for key, c in corrections.items()}):
-            raise DataDirError(f"{counts_path}: missing or disagrees with {Path(split_dir) / STATUS_FILE}")
-    for name in EXTRA_FILES:
-        if all((Path(split_dir) / name).is_file() for split_dir in split_dirs):
-            extra = {key: value for split_dir in split_dirs for key, value in read_text(Path(split_dir) / name).items()}
-            if set(extra) != set(merged):
-                raise DataDirError(f"{name} files of {list(map(str, split_dirs))}: keys differ from their status files")
-            write_kv(Path(output_dir) / name, extra)
-    return write_corrections(output_dir, merged)
 
 
 def _write_json(path: Path, data) -> None:

@@ -15,9 +15,11 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
+from sepalm_espnet.data.audio import AudioError, audio_length
 from sepalm_espnet.data.kaldi_dir import (
     DataDirError,
     PathLike,
+    check_key,
     read_kv,
     read_text,
     utt2spk_to_spk2utt,
@@ -27,6 +29,8 @@ from sepalm_espnet.data.kaldi_dir import (
 UTTERANCE, RECORDING, SPEAKER = "utterance", "recording", "speaker"
 POSITIVE_INT_TABLES = ("utt2num_samples", "reco2num_samples")
 POSITIVE_FLOAT_TABLES = ("utt2dur", "reco2dur")
+# The audio a separation dir holds per utterance: the mixture, references, noise (format.py).
+AUDIO_SCP = re.compile(r"wav\.scp|(spk|noise|dereverb)\d+\.scp")
 SHOWN_PER_PROBLEM = 3  # a 100k-line dir with one systematic error should not print 100k lines
 
 Table = Dict[str, str]
@@ -48,8 +52,15 @@ def key_kind(name: str, has_segments: bool) -> Optional[str]:
 
 
 def read_table(path: Path) -> Table:
-    """Transcript tables may hold empty values; no other table may."""
-    return read_text(path) if path.name.startswith("text") else read_kv(path)
+    """Transcript tables may hold empty values; no other table may.
+
+    utt2spk's values are speaker ids, which become keys (spk2utt) and so must be ids too.
+    """
+    table = read_text(path) if path.name.startswith("text") else read_kv(path)
+    if path.name == "utt2spk":
+        for lineno, spk in enumerate(table.values(), 1):
+            check_key(spk, f"{path}:{lineno}", what="speaker")
+    return table
 
 
 def table_names(data_dir: Path) -> List[str]:
@@ -235,8 +246,55 @@ def _text_problems(data_dir: Path, require_text: bool) -> List[str]:
     return problems
 
 
-def find_problems(data_dir: PathLike, require_text: bool = False) -> List[str]:
-    """Every problem found, each naming the file (and line) to fix; empty when valid."""
+def _audio_length_problems(data_dir: Path, tables: Mapping[str, Table],
+                           has_segments: bool) -> List[str]:
+    """Headers of the audio files: complete, and each source as long as its mixture.
+
+    Commands (`... |`) and ark offsets are not opened. With segments, wav.scp holds whole
+    recordings, so only the headers are checked.
+    """
+    lengths: Dict[str, Dict[str, Tuple[int, int, int]]] = {}  # scp -> key -> (n, fs, line)
+    unreadable: List[str] = []
+    for name in sorted(n for n in tables if AUDIO_SCP.fullmatch(n)):
+        lengths[name] = {}
+        for lineno, (key, value) in enumerate(tables[name].items(), 1):
+            if value.endswith("|") or not Path(value).is_file():
+                continue  # commands cannot be checked; missing files are already reported
+            try:
+                frames, fs = audio_length(value)
+            except AudioError as exc:
+                unreadable.append(f"{data_dir / name}:{lineno}: '{key}': {exc}")
+                continue
+            lengths[name][key] = frames, fs, lineno
+    problems = _examples(unreadable, "unreadable or truncated audio files")
+    mixture = lengths.get("wav.scp", {})
+    if has_segments or not mixture:
+        return problems
+    mix_path = data_dir / "wav.scp"
+    mismatched = []
+    for name, entries in lengths.items():
+        for key, (frames, fs, lineno) in entries.items():
+            if name != "wav.scp" and key in mixture and mixture[key][:2] != (frames, fs):
+                mix_frames, mix_fs, mix_line = mixture[key]
+                mismatched.append(f"{data_dir / name}:{lineno}: '{key}': {frames} samples at "
+                                  f"{fs} Hz, but the mixture {mix_path}:{mix_line} has "
+                                  f"{mix_frames} samples at {mix_fs} Hz")
+    problems += _examples(mismatched, "sources whose length or rate differs from the mixture")
+    counts = tables.get("utt2num_samples", {})
+    wrong_counts = [f"{data_dir / 'utt2num_samples'}:{lineno}: '{key}': {value} samples, but "
+                    f"the mixture {mix_path}:{mixture[key][2]} has {mixture[key][0]}"
+                    for lineno, (key, value) in enumerate(counts.items(), 1)
+                    if key in mixture and value.isdigit() and int(value) != mixture[key][0]]
+    return problems + _examples(wrong_counts, "wrong counts in utt2num_samples")
+
+
+def find_problems(data_dir: PathLike, require_text: bool = False,
+                  check_audio: bool = False) -> List[str]:
+    """Every problem found, each naming the file (and line) to fix; empty when valid.
+
+    check_audio also reads each audio file's header (see _audio_length_problems): slower,
+    so asked for.
+    """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         return [f"{data_dir}: not a directory"]
@@ -266,12 +324,15 @@ def find_problems(data_dir: PathLike, require_text: bool = False) -> List[str]:
         problems += _segments_problems(data_dir / "segments", tables["segments"], tables["wav.scp"])
     problems += _speaker_problems(data_dir, tables)
     problems += _text_problems(data_dir, require_text)
+    if check_audio:
+        problems += _audio_length_problems(data_dir, tables, has_segments)
     return problems
 
 
-def validate_data_dir(data_dir: PathLike, require_text: bool = False) -> None:
+def validate_data_dir(data_dir: PathLike, require_text: bool = False,
+                      check_audio: bool = False) -> None:
     """Raise DataDirError listing every problem, one per line."""
-    problems = find_problems(data_dir, require_text)
+    problems = find_problems(data_dir, require_text, check_audio)
     if problems:
         raise DataDirError(f"{data_dir}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
 

@@ -5,18 +5,19 @@ copies the text-like files and validates the result before the stage marks itsel
 """
 from __future__ import annotations
 
+import io
 import logging
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
-import kaldiio
 import librosa
 import numpy as np
 import soundfile as sf
 
-from sepalm_espnet.data.audio import AudioError, read_audio, write_audio
-from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, read_kv, write_kv
+from sepalm_espnet.data.audio import AudioError, check_complete, read_audio, write_audio
+from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, check_key, read_kv, write_kv
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +36,27 @@ def audio_scp_names(data_dir: PathLike) -> List[str]:
 
 
 def load_scp_audio(value: str, where: str) -> Tuple[np.ndarray, int]:
-    """Load one wav.scp value: a file path or a Kaldi pipe command ending in '|'."""
+    """Load one wav.scp value: a file path or a Kaldi pipe command ending in '|'.
+
+    A pipe's bytes are decoded by soundfile, so 8/24/32-bit and float WAV (and FLAC, ...)
+    keep their scale; `where` (the scp file and line) starts every error.
+    """
     if value.endswith("|"):
+        command = value[:-1].strip()
         try:
-            fs, data = kaldiio.load_mat(value)
-        except Exception as exc:
+            result = subprocess.run(command, shell=True, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        except OSError as exc:
             raise AudioError(f"{where}: command failed: {value} ({exc})") from exc
-        data = np.asarray(data)
-        if np.issubdtype(data.dtype, np.integer):
-            data = data.astype(np.float64) / 32768.0
+        stderr = result.stderr.decode("utf-8", errors="replace").strip()
+        if result.returncode != 0:
+            raise AudioError(f"{where}: command failed (exit status {result.returncode}): "
+                             f"{value}" + (f"\n{stderr[-2000:]}" if stderr else ""))
+        try:
+            data, fs = sf.read(io.BytesIO(result.stdout), dtype="float64", always_2d=False)
+        except Exception as exc:  # soundfile raises several types for undecodable bytes
+            raise AudioError(f"{where}: command output is not audio ({exc}): {value}"
+                             + (f"\n{stderr[-2000:]}" if stderr else "")) from exc
         if data.shape[0] == 0 or not np.all(np.isfinite(data)):
             raise AudioError(f"{where}: command produced empty or non-finite audio: {value}")
         return data, fs
@@ -115,22 +128,36 @@ def format_shard(
     keys = None if key_file is None else list(read_kv(key_file, allow_empty_value=True))
     for scp_name in audio_scp_names(src_dir):
         entries = read_kv(src_dir / scp_name)
+        line_of = {key: lineno for lineno, key in enumerate(entries, 1)}
         selected = entries if keys is None else {k: entries[k] for k in keys if k in entries}
         stem = scp_name[: -len(".scp")]
-        audio_dir = out_dir / "data" / stem
+        audio_dir = (out_dir / "data" / stem).resolve()
         audio_dir.mkdir(parents=True, exist_ok=True)
         dumped: Dict[str, str] = {}
         for key, value in selected.items():
-            where = f"{src_dir / scp_name} (key {key})"
-            target = (audio_dir / f"{key}.{audio_format}").resolve()
+            where = f"{src_dir / scp_name}:{line_of[key]} (key {key})"
+            target = dump_path(audio_dir, key, audio_format, where)
             if not target.is_file():
                 dump_one(value, target, fs, where)
             dumped[key] = str(target)
         write_kv(out_dir / "shards" / f"{scp_name}.{shard_name}", dumped)
 
 
+def dump_path(audio_dir: Path, key: str, audio_format: str, where: str) -> Path:
+    """The file of `key` in audio_dir; a key that is not a plain file name is refused first."""
+    check_key(key, where)
+    target = audio_dir / f"{key}.{audio_format}"
+    if target.parent != audio_dir:  # check_key makes this impossible; never write elsewhere
+        raise DataDirError(f"{where}: key '{key}' would be written outside {audio_dir}")
+    return target
+
+
 def dump_one(value: str, target: Path, fs: int, where: str) -> None:
     if is_unchanged_pcm16(value, fs) and target.suffix == ".wav":
+        try:
+            check_complete(value)
+        except AudioError as exc:
+            raise AudioError(f"{where}: {exc}") from exc
         data, _ = sf.read(value, dtype="int16")
         if data.shape[0] == 0:
             raise AudioError(f"{where}: {value}: audio is empty (0 samples)")
@@ -140,26 +167,46 @@ def dump_one(value: str, target: Path, fs: int, where: str) -> None:
     write_audio(target, convert_audio(data, fs_in, fs, where), fs)
 
 
-def merge_formatted_dir(src_dir: PathLike, out_dir: PathLike, num_shards: int) -> None:
-    """Join the shard scps, add utt2num_samples, copy text-like files, then validate."""
+def format_job(src_dir: PathLike, output_dir: PathLike, fs: int, audio_format: str = "wav",
+               key_file: Optional[PathLike] = None) -> None:
+    """Stage 2's job worker: the audio of one JOB's keys dumped under output_dir/data/, with its
+    tables (wav.scp, spk<n>.scp, ...) in output_dir for the recipe's job merger."""
+    format_shard(src_dir, output_dir, fs, audio_format, key_file)
+    shards = Path(output_dir) / "shards"
+    for scp_name in audio_scp_names(src_dir):
+        (shards / f"{scp_name}.1").replace(Path(output_dir) / scp_name)
+    shards.rmdir()
+
+
+def finish_formatted_dir(src_dir: PathLike, out_dir: PathLike) -> None:
+    """After the merge: utt2num_samples and the text-like files, then validation that reads
+    the dumped audio (a reference or noise of another length than its mixture, which pipes
+    could not show before dumping, fails the stage here)."""
     from sepalm_espnet.data.data_dir import validate_data_dir
 
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    for scp_name in audio_scp_names(src_dir):
+        expected, merged = set(read_kv(src_dir / scp_name)), set(read_kv(out_dir / scp_name))
+        if merged != expected:
+            missing = sorted(expected ^ merged)[:5]
+            raise DataDirError(f"{out_dir / scp_name}: keys differ from {src_dir / scp_name}, e.g. {missing}")
+    write_kv(out_dir / "utt2num_samples", num_samples(read_kv(out_dir / "wav.scp").items()))
+    for name in PASSTHROUGH_FILES:
+        if (src_dir / name).is_file():
+            shutil.copyfile(src_dir / name, out_dir / name)
+    validate_data_dir(out_dir, check_audio=True)
+
+
+def merge_formatted_dir(src_dir: PathLike, out_dir: PathLike, num_shards: int) -> None:
+    """Join format_shard's shard scps into out_dir, then finish it (a single-process stage 2)."""
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     for scp_name in audio_scp_names(src_dir):
         merged: Dict[str, str] = {}
         for shard in range(1, num_shards + 1):
             merged.update(read_kv(out_dir / "shards" / f"{scp_name}.{shard}", allow_empty_value=True))
-        expected = set(read_kv(src_dir / scp_name))
-        if set(merged) != expected:
-            missing = sorted(expected - set(merged))[:5]
-            raise DataDirError(f"{out_dir}: {scp_name} shards miss keys, e.g. {missing}")
         write_kv(out_dir / scp_name, merged)
-    write_kv(out_dir / "utt2num_samples", num_samples(read_kv(out_dir / "wav.scp").items()))
-    for name in PASSTHROUGH_FILES:
-        if (src_dir / name).is_file():
-            shutil.copyfile(src_dir / name, out_dir / name)
     shutil.rmtree(out_dir / "shards")
-    validate_data_dir(out_dir)
+    finish_formatted_dir(src_dir, out_dir)
 
 
 def num_samples(entries: Iterable[Tuple[str, str]]) -> Dict[str, str]:

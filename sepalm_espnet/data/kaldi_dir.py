@@ -6,10 +6,12 @@ rather than debug a crash deep inside training.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -18,29 +20,62 @@ class DataDirError(ValueError):
     """A data directory file is malformed; the message names the file and line."""
 
 
-def read_kv(path: PathLike, allow_empty_value: bool = False) -> Dict[str, str]:
-    """Read `key value...` lines into an insertion-ordered dict.
+KEY_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
-    Values may contain spaces (text files, command-line wav.scp entries). Duplicate keys
-    and (unless allowed) missing values are errors naming the file and line.
+
+def check_key(key: str, where: str, what: str = "key") -> None:
+    """Keys become file names (dump/<scp>/<key>.wav): refuse any that could leave that dir.
+
+    `where` is the `file:line` the key came from; `what` names it in the message (a speaker
+    id given as a value, say).
     """
+    if not KEY_PATTERN.fullmatch(key):
+        raise DataDirError(f"{where}: {what} '{key}' is not a valid id: use only letters, "
+                           f"digits, '_', '.' and '-', not starting with '.' or '-'")
+
+
+def read_lines(path: PathLike) -> List[str]:
+    """The lines of a Kaldi file, without newlines; non-UTF-8 bytes name the file and line."""
     path = Path(path)
     if not path.is_file():
         raise DataDirError(f"{path}: file not found")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        lineno = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataDirError(f"{path}:{lineno}: not UTF-8 (byte 0x{data[exc.start]:02x} at column "
+                           f"{column}); convert the file, e.g. iconv -f latin1 -t utf-8") from None
+    if text.startswith("\ufeff"):  # a BOM (Windows editors) is not part of the first key
+        text = text[1:]
+    # Universal newlines, as open() reads them: \r\n and \r end a line too.
+    return [line.rstrip("\n") for line in io.StringIO(text, newline=None)]
+
+
+def read_kv(path: PathLike, allow_empty_value: bool = False,
+            check_keys: bool = True) -> Dict[str, str]:
+    """Read `key value...` lines into an insertion-ordered dict.
+
+    Values may contain spaces (text files, command-line wav.scp entries). Duplicate keys,
+    keys that are not safe file names (unless check_keys is False) and (unless allowed)
+    missing values are errors naming the file and line.
+    """
+    path = Path(path)
     out: Dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                raise DataDirError(f"{path}:{lineno}: empty line")
-            parts = line.split(maxsplit=1)
-            key = parts[0]
-            value = parts[1].strip() if len(parts) > 1 else ""
-            if not value and not allow_empty_value:
-                raise DataDirError(f"{path}:{lineno}: key '{key}' has no value")
-            if key in out:
-                raise DataDirError(f"{path}:{lineno}: duplicate key '{key}'")
-            out[key] = value
+    for lineno, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            raise DataDirError(f"{path}:{lineno}: empty line")
+        parts = line.split(maxsplit=1)
+        key = parts[0]
+        value = parts[1].strip() if len(parts) > 1 else ""
+        if check_keys:
+            check_key(key, f"{path}:{lineno}")
+        if not value and not allow_empty_value:
+            raise DataDirError(f"{path}:{lineno}: key '{key}' has no value")
+        if key in out:
+            raise DataDirError(f"{path}:{lineno}: duplicate key '{key}'")
+        out[key] = value
     return out
 
 
@@ -90,6 +125,18 @@ def write_kv(
                 if "\n" in value:
                     raise DataDirError(f"{path}: value of '{key}' contains a newline")
                 f.write(f"{key} {value}\n" if value else f"{key}\n")
+
+
+def merge_kv_files(paths: Sequence[PathLike], allow_empty_value: bool = False) -> Dict[str, str]:
+    """The entries of JOB-split Kaldi files joined; a key written by two splits is an error."""
+    merged: Dict[str, str] = {}
+    found_in: Dict[str, PathLike] = {}
+    for path in paths:
+        for key, value in read_kv(path, allow_empty_value).items():
+            if key in merged:
+                raise DataDirError(f"{path}: key '{key}' also in an earlier split, {found_in[key]}")
+            merged[key], found_in[key] = value, path
+    return merged
 
 
 def read_key_file(key_file: Optional[PathLike]) -> Optional[List[str]]:

@@ -64,3 +64,20 @@ def unflatten(entries: Mapping[str, str], n_spk: int, where: str) -> List[Dict[s
         if missing:
             raise DataDirError(f"{where}: utterance '{missing[0]}' has no speaker {n} ('{speaker_key(missing[0], n)}')")
     return [dict(sorted(speaker.items())) for speaker in out]
+
+
+def estimate_tables(
+    estimates: Sequence[Mapping[str, str]],
+    permutation: Mapping[str, Sequence[int]],
+    references: Sequence[Mapping[str, str]],
+    transcripts: Sequence[Mapping[str, str]],
+    where: str,
+) -> Dict[str, Dict[str, str]]:
+    """The per-estimate data dir of stage 4: wav.scp (ŝ), ref.scp (s matched to it), text (its
+    transcript), all keyed <utt>_spk<n> in estimate order, so later stages need no speaker logic."""
+    tables = {"wav.scp": flatten(estimates)}
+    if references:
+        tables["ref.scp"] = flatten(reorder(references, permutation, where))
+    if transcripts:
+        tables["text"] = flatten(reorder(transcripts, permutation, where))
+    return tables

@@ -3,7 +3,9 @@
 Stages add metrics by adding `Column`s and systems by adding keys to the results mapping, so
 new columns (and baselines as rows) need no change here. A system lacking a metric shows `-`
 in that cell, so a table can mix systems scored by different stages. A system's metrics are
-whatever metric files its score directory holds (`read_system_metrics`).
+whatever metric files its score directory holds (`read_system_metrics`). A system that could
+not be scored on a test set (`NotScored`) keeps its row, marked "not scored", and the reason is
+listed under the table: a missing system must not look like a system nobody ran.
 """
 from __future__ import annotations
 
@@ -12,14 +14,25 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, atomic_path
 
 logger = logging.getLogger(__name__)
 
-Results = Mapping[str, Mapping[str, Mapping[str, Optional[float]]]]  # test set -> system -> metric
 MISSING = "-"
+NOT_SCORED = "not scored"
+
+
+@dataclass(frozen=True)
+class NotScored:
+    """In place of a system's metrics: why it has none on this test set."""
+
+    reason: str
+
+
+Metrics = Mapping[str, Optional[float]]
+Results = Mapping[str, Mapping[str, Union[Metrics, NotScored]]]  # test set -> system -> metric
 
 
 @dataclass(frozen=True)
@@ -44,11 +57,18 @@ SPEECH_COLUMNS = (
     Column("wer_gt", "WER (GT, %)"),
     Column("sim", "SIM", "{:.3f}"),
 )
+# The corrector's fallbacks (its `status` file: every value but `parsed`), of transcript rows.
+FALLBACK_COLUMNS = (
+    Column("n_fallbacks", "fallbacks", "{:.0f}"),
+    Column("fallback_rate", "fallback rate (%)", "{:.1f}"),
+)
 RTF_COLUMNS = (Column("rtf", "RTF", "{:.3f}"),)
-ALL_COLUMNS = SEPARATION_COLUMNS + TRANSCRIPT_COLUMNS + SPEECH_COLUMNS + RTF_COLUMNS
+# RTF last: readers (and the mini recipe's test) take a row's last cell as its RTF.
+ALL_COLUMNS = SEPARATION_COLUMNS + TRANSCRIPT_COLUMNS + SPEECH_COLUMNS + FALLBACK_COLUMNS + RTF_COLUMNS
 COLUMN_PRESETS = {
     "separation": SEPARATION_COLUMNS,
     "speech": SPEECH_COLUMNS,
+    "fallback": FALLBACK_COLUMNS,
     "all": ALL_COLUMNS,
 }
 
@@ -59,7 +79,7 @@ def columns_present(results: Results, columns: Sequence[Column] = ALL_COLUMNS,
     def has_value(column: Column) -> bool:
         return any(
             _cell(metrics.get(column.key), column) != MISSING
-            for systems in results.values() for metrics in systems.values()
+            for systems in results.values() for metrics in systems.values() if not isinstance(metrics, NotScored)
         )
 
     return tuple(always) + tuple(c for c in columns if c not in always and has_value(c))
@@ -149,9 +169,16 @@ def format_results(
         lines += ["", f"## {_escape(test_set)}", ""]
         lines.append("| system | " + " | ".join(_escape(c.title) for c in columns) + " |")
         lines.append("|---|" + "---:|" * len(columns))
+        not_scored = []
         for system, metrics in systems.items():
-            cells = [_cell(metrics.get(c.key), c) for c in columns]
+            if isinstance(metrics, NotScored):
+                cells = [NOT_SCORED] + [MISSING] * (len(columns) - 1)
+                not_scored.append(f"- {_escape(system)}: {NOT_SCORED} ({_escape(metrics.reason)})")
+            else:
+                cells = [_cell(metrics.get(c.key), c) for c in columns]
             lines.append(f"| {_escape(system)} | " + " | ".join(cells) + " |")
+        if not_scored:
+            lines += ["", f"Not scored on {_escape(test_set)}:", ""] + not_scored
     return "\n".join(lines) + "\n"
 
 

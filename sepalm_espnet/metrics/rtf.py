@@ -121,3 +121,4 @@ def merge_rtf_files(paths: Sequence[PathLike], out_path: PathLike) -> RtfMeter:
         meter.merge(RtfMeter.read(path))
     meter.write(out_path)
     return meter
+

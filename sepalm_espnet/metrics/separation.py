@@ -88,7 +88,7 @@ def _pairwise_sdr(references: np.ndarray, estimates: np.ndarray) -> np.ndarray:
     return -fast_bss_eval.sdr_loss(estimates, references, pairwise=True, clamp_db=SDR_CLAMP_DB)
 
 
-def _pesq_or_nan(reference: np.ndarray, degraded: np.ndarray, fs: int, what: str) -> float:
+def pesq_or_nan(reference: np.ndarray, degraded: np.ndarray, fs: int, what: str) -> float:
     """PESQ rejects silent or too short signals; one such utterance must not stop a test set."""
     if fs == 8000:
         mode = "nb"
@@ -155,11 +155,11 @@ def score_utterance(
     estoi_est = np.array([stoi(references[i], matched[i], fs, extended=True) for i in speakers])
     estoi_mix = np.array([stoi(references[i], mixture, fs, extended=True) for i in speakers])
     pesq_est = np.array(
-        [_pesq_or_nan(references[i], matched[i], fs, f"utterance '{key}' spk{i + 1} estimate")
+        [pesq_or_nan(references[i], matched[i], fs, f"utterance '{key}' spk{i + 1} estimate")
          for i in speakers]
     )
     pesq_mix = np.array(
-        [_pesq_or_nan(references[i], mixture, fs, f"utterance '{key}' spk{i + 1} mixture")
+        [pesq_or_nan(references[i], mixture, fs, f"utterance '{key}' spk{i + 1} mixture")
          for i in speakers]
     )
     # One failed PESQ leaves both PESQ and PESQi undefined, so both means cover the same utterances.
@@ -200,7 +200,8 @@ def _check_keys(keys: Sequence[str], scp: Mapping[str, str], path: Path, exact: 
                 raise DataDirError(f"{path}: key '{key}' is not in the reference wav.scp")
 
 
-def _read_mono(path: str) -> Tuple[np.ndarray, int]:
+def read_mono(path: str) -> Tuple[np.ndarray, int]:
+    """(float64 samples, fs) of a mono file; more channels are an error naming the file."""
     signal, fs = read_audio(path, dtype="float64")
     if signal.ndim != 1:
         raise AudioError(f"{path}: expected mono audio, got {signal.shape[1]} channels")
@@ -233,10 +234,10 @@ def iter_utterances(
         _check_keys(keys, scp, path, exact)
 
     for key in keys:
-        mixture, fs = _read_mono(wav_scp[key])
+        mixture, fs = read_mono(wav_scp[key])
         sources = []
         for scp in scps:
-            signal, signal_fs = _read_mono(scp[key])
+            signal, signal_fs = read_mono(scp[key])
             if signal_fs != fs:
                 raise AudioError(
                     f"{scp[key]}: sample rate {signal_fs} differs from the mixture "

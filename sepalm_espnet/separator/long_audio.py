@@ -1,6 +1,6 @@
 """Separate recordings of any length with bounded memory.
 
-The separator sees one segment at a time (default 8 s every 4 s). A separator's speaker order
+The separator sees one segment at a time (`SegmentOptions`: 8 s every 4 s). A separator's speaker order
 is arbitrary per call, so each new segment is reordered to best match, on the overlap, what was
 already produced, and the two are crossfaded there. Input is read and output written block by
 block: a 10-minute file needs about as much memory as one segment.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -26,6 +27,22 @@ SeparateFn = Callable[[torch.Tensor], List[torch.Tensor]]
 
 class SampleRateError(ValueError):
     """The audio's sample rate differs from the separator's and resampling was not allowed."""
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How input longer than one segment is cut: overlapping segments, so each new one's speaker
+    order can be matched to the output so far on the overlap."""
+
+    segment_sec: float = field(default=8.0, metadata={"help": "separator input length per call, in seconds"})
+    hop_sec: float = field(default=4.0, metadata={"help": "shift between segments, in seconds (< segment_sec)"})
+
+    def __post_init__(self):
+        if not 0 < self.hop_sec < self.segment_sec:
+            raise ValueError(
+                f"need 0 < hop_sec < segment_sec so segments overlap (speaker order is matched "
+                f"on the overlap), got hop_sec={self.hop_sec}, segment_sec={self.segment_sec}"
+            )
 
 
 def best_permutation(reference: np.ndarray, estimate: np.ndarray) -> Tuple[int, ...]:
@@ -128,20 +145,15 @@ class LongAudioSeparator:
         separate: SeparateFn,
         num_spk: int,
         fs: int,
-        segment_sec: float = 8.0,
-        hop_sec: float = 4.0,
+        options: SegmentOptions = SegmentOptions(),
         min_samples: int = 1,
     ):
-        if not 0 < hop_sec < segment_sec:
-            raise ValueError(
-                f"need 0 < hop_sec < segment_sec so segments overlap (speaker order is matched "
-                f"on the overlap), got hop_sec={hop_sec}, segment_sec={segment_sec}"
-            )
         self.separate = separate
         self.num_spk = num_spk
         self.fs = fs
-        self.segment = round(segment_sec * fs)
-        self.hop = round(hop_sec * fs)
+        self.options = options
+        self.segment = round(options.segment_sec * fs)
+        self.hop = round(options.hop_sec * fs)
         self.min_samples = min_samples
 
     def separate_segment(self, samples: np.ndarray) -> np.ndarray:

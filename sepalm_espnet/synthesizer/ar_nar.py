@@ -30,6 +30,7 @@ from sepalm_espnet.synthesizer.layers import (
     CodebookHeads,
     KVCache,
     MultiCodebookEmbedding,
+    SynthesisOptions,
     bidirectional_encoder,
     cfg_logits,
     check_codec_tokens,
@@ -198,6 +199,8 @@ class ArNarSynthesizer(AbsESPnetModel):
     """Eq. 7 as an ESPnet model: forward() is the teacher-forced training loss, generate()
     the synthesis. Token tensors are time-first (B, T, Q), as ESPnet's kaldi_ark data gives."""
 
+    condition = "phoneme"  # the data generate() needs, named as MaskedSynthesizer.condition
+
     def __init__(
         self,
         phoneme_vocab_size: int,
@@ -281,27 +284,26 @@ class ArNarSynthesizer(AbsESPnetModel):
         self,
         est_tokens: torch.Tensor,
         est_tokens_lengths: torch.Tensor,
-        phonemes: torch.Tensor,
-        phonemes_lengths: torch.Tensor,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        cfg_scale: float = 1.0,
-        max_length_ratio: float = 1.5,
-        use_cache: bool = True,
+        phonemes: Optional[torch.Tensor] = None,
+        phonemes_lengths: Optional[torch.Tensor] = None,
+        semantic: Optional[torch.Tensor] = None,
+        semantic_lengths: Optional[torch.Tensor] = None,
+        options: SynthesisOptions = SynthesisOptions(),
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Synthesize S: (B, T'', Q) tokens (PAD_ID after each length) and the (B,) lengths T''.
 
-        Codebook 1 is sampled (temperature 0: greedy; top-k/top-p filtering) until the end
-        token, at least one frame and at most ceil(max_length_ratio * T') frames; cfg_scale
-        != 1 adds a phoneme-less pass and mixes the logits. Codebooks 2..Q are greedy.
-        use_cache=False recomputes the whole sequence each step (slow; a cross-check).
-        Call it in eval mode: dropout would differ between steps.
+        The signature is MaskedSynthesizer.generate's; this model is conditioned on the
+        phonemes and ignores `semantic`. Codebook 1 is sampled (options: temperature, top-k,
+        top-p) until the end token, at least one frame and at most ceil(max_length_ratio * T')
+        frames; guidance_scale != 1 adds a phoneme-less pass and mixes the logits. Codebooks
+        2..Q are greedy. Call it in eval mode: dropout would differ between steps.
         """
+        if phonemes is None or phonemes_lengths is None:
+            raise ValueError("AR+NAR synthesis is conditioned on phonemes: none given")
         self.check_codebooks("est_tokens", est_tokens)
+        options.reseed()
         first_codes, lengths = self.generate_first_codebook(
-            est_tokens, est_tokens_lengths, phonemes, phonemes_lengths,
-            temperature, top_k, top_p, cfg_scale, max_length_ratio, use_cache,
+            est_tokens, est_tokens_lengths, phonemes, phonemes_lengths, options
         )
         no_drop = torch.zeros_like(phonemes_lengths, dtype=torch.bool)
         phonemes, phonemes_lengths = null_condition(phonemes, phonemes_lengths, no_drop, self.null_phoneme_id)
@@ -317,16 +319,11 @@ class ArNarSynthesizer(AbsESPnetModel):
         est_tokens_lengths: torch.Tensor,
         phonemes: torch.Tensor,
         phonemes_lengths: torch.Tensor,
-        temperature: float,
-        top_k: int,
-        top_p: float,
-        cfg_scale: float,
-        max_length_ratio: float,
-        use_cache: bool,
+        options: SynthesisOptions,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """The AR stage: (B, T'') codebook-1 tokens (valid up to each length) and lengths."""
         batch = est_tokens.size(0)
-        guided = cfg_scale != 1.0
+        guided = options.guidance_scale != 1.0
         drop = torch.zeros(batch, dtype=torch.bool, device=est_tokens.device)
         if guided:  # rows B..2B-1: the same utterances without phonemes
             phonemes, phonemes_lengths = phonemes.repeat(2, 1), phonemes_lengths.repeat(2)
@@ -335,24 +332,24 @@ class ArNarSynthesizer(AbsESPnetModel):
         phonemes, phonemes_lengths = null_condition(phonemes, phonemes_lengths, drop, self.null_phoneme_id)
         prefix, prefix_valid = self.ar.embed_prefix(phonemes, phonemes_lengths, est_tokens[..., 0], est_tokens_lengths)
 
-        max_lengths = torch.ceil(est_tokens_lengths[:batch].double() * max_length_ratio).long().clamp(min=1)
+        max_lengths = torch.ceil(est_tokens_lengths[:batch].double() * options.max_length_ratio).long().clamp(min=1)
         lengths = max_lengths.clone()
         finished = torch.zeros(batch, dtype=torch.bool, device=est_tokens.device)
         inputs = est_tokens.new_full((prefix.size(0), 1), self.ar.start_id)
-        caches = self.ar.prefill(prefix, prefix_valid) if use_cache else None
+        caches = self.ar.prefill(prefix, prefix_valid) if options.use_cache else None
         generated: List[torch.Tensor] = []
         for step in range(int(max_lengths.max())):
-            if use_cache:
+            if options.use_cache:
                 logits, caches = self.ar.step(self.ar.embed_targets(inputs[:, -1:], step), prefix_valid, caches)
             else:
                 all_valid = torch.ones_like(inputs, dtype=torch.bool)
                 logits = self.ar.full_logits(prefix, prefix_valid, self.ar.embed_targets(inputs), all_valid)
                 logits = logits[:, -1]
             if guided:
-                logits = cfg_logits(logits[:batch], logits[batch:], cfg_scale)
+                logits = cfg_logits(logits[:batch], logits[batch:], options.guidance_scale)
             if step == 0:  # every output gets at least one frame
                 logits[:, self.ar.end_id] = float("-inf")
-            tokens, _ = sample_tokens(logits, temperature, top_k, top_p)
+            tokens, _ = sample_tokens(logits, options)
             ended = (tokens == self.ar.end_id) & ~finished
             lengths = torch.where(ended, torch.full_like(lengths, step), lengths)
             finished |= ended | (max_lengths <= step + 1)

@@ -32,7 +32,7 @@ from dac.nn import loss as dac_loss
 
 from sepalm_espnet.data.format import load_mono
 from sepalm_espnet.data.kaldi_dir import PathLike, atomic_path, read_kv
-from sepalm_espnet.metrics.separation import _pesq_or_nan, si_snr
+from sepalm_espnet.metrics.separation import pesq_or_nan, si_snr
 from sepalm_espnet.synthesizer.codec import CodecError, DacCodec, build_dac, save_dac
 
 logger = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def round_trip_scores(codec: DacCodec, wav_scp: PathLike) -> Dict[str, Any]:
         tokens = codec.encode(torch.from_numpy(wave)[None])
         decoded = codec.decode(tokens, len(wave))[0].cpu().numpy()
         si_snrs.append(si_snr(wave, decoded))
-        pesqs.append(_pesq_or_nan(wave, decoded, codec.sample_rate, f"{wav_scp} key {key}"))
+        pesqs.append(pesq_or_nan(wave, decoded, codec.sample_rate, f"{wav_scp} key {key}"))
     scored = [value for value in pesqs if not math.isnan(value)]
     return dict(
         n_utterances=len(si_snrs),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, atomic_path, read_text, write_kv
 
@@ -63,9 +63,16 @@ class G2p:
         return [" ".join(clean_boundaries(line.split())) for line in phonemized]
 
 
-def phonemize_text_file(text_path: PathLike, output_path: PathLike, g2p: G2p) -> Dict[str, str]:
-    """Kaldi text -> phoneme text with the same keys (written atomically); returns it."""
+def phonemize_text_file(text_path: PathLike, output_path: PathLike, g2p: G2p,
+                        keys: Optional[Sequence[str]] = None) -> Dict[str, str]:
+    """Kaldi text (all of it, or `keys`: a JOB split) -> phoneme text with the same keys
+    (written atomically); returns it."""
     texts = read_text(text_path)
+    if keys is not None:
+        missing = [key for key in keys if key not in texts]
+        if missing:
+            raise DataDirError(f"{text_path}: {len(missing)} keys of the split missing, e.g. '{missing[0]}'")
+        texts = {key: texts[key] for key in keys}
     keys = list(texts)
     phonemes: Dict[str, str] = {}
     for start in range(0, len(keys), LINES_PER_CALL):

@@ -1,4 +1,5 @@
-"""Pieces both codec language models (paper §3.4) share: masks, positions, embeddings of
+"""Pieces both codec language models (paper §3.4) share: their decoding options
+(`SynthesisOptions`, so both generate() take the same ones), masks, positions, embeddings of
 several codebooks, classifier-free guidance, sampling, the mask schedule and a decoder layer
 with a key/value cache for autoregressive generation.
 
@@ -9,6 +10,7 @@ needs to know which positions are real takes the lengths.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 import torch
@@ -20,6 +22,45 @@ from torch import nn
 PAD_ID = -1
 
 KVCache = Tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SynthesisOptions:
+    """Decoding options of both synthesizers' generate() (and of stage 11, Resynthesizer).
+
+    Both models take every option; the help says which of them one of the two ignores.
+    """
+
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature; 0: greedy"})
+    top_k: int = field(default=0, metadata={"help": "sample from the k most likely tokens only; 0: no top-k filter"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass; 1.0: no nucleus filter"})
+    guidance_scale: float = field(
+        default=1.0, metadata={"help": "classifier-free guidance: mix with a condition-less pass; 1: off"}
+    )
+    steps: Optional[Tuple[int, ...]] = field(
+        default=None,
+        metadata={"help": "masked: decoding rounds per codebook, coarse to fine, the last for the rest "
+                          "(not given: the model's inference_steps); AR+NAR: ignored"},
+    )
+    max_length_ratio: float = field(
+        default=1.5, metadata={"help": "AR+NAR: longest output T'' as a multiple of the input's T'; masked: ignored (T'' = T')"}
+    )
+    use_cache: bool = field(
+        default=True, metadata={"help": "AR+NAR: reuse attention keys/values across steps (off: a slow cross-check); masked: ignored"}
+    )
+    seed: Optional[int] = field(
+        default=0,
+        metadata={"help": "torch's seed, set at the start of each generate() call (one utterance in stage 11), so an "
+                          "output depends neither on what ran before nor on the JOB split (None: not reset)"},
+    )
+
+    def __post_init__(self):
+        if self.steps is not None:  # the command line gives a list; a tuple keeps the options immutable
+            object.__setattr__(self, "steps", tuple(int(n) for n in self.steps))
+
+    def reseed(self) -> None:
+        if self.seed is not None:
+            torch.manual_seed(self.seed)
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_length: Optional[int] = None) -> torch.Tensor:
@@ -126,7 +167,9 @@ def cosine_schedule(progress: torch.Tensor) -> torch.Tensor:
     return torch.sin((1.0 - progress) * (math.pi / 2))
 
 
-def filter_top_k_top_p(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+def filter_top_k_top_p(
+    logits: torch.Tensor, top_k: int = SynthesisOptions.top_k, top_p: float = SynthesisOptions.top_p
+) -> torch.Tensor:
     """Set logits outside the top-k and outside the top-p nucleus to -inf (last dim).
 
     top_k 0 and top_p 1.0 disable the filters; the most likely token always survives.
@@ -143,19 +186,18 @@ def filter_top_k_top_p(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0)
     return logits
 
 
-def sample_tokens(
-    logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
-) -> Tuple[torch.Tensor, torch.Tensor]:
+def sample_tokens(logits: torch.Tensor, options: SynthesisOptions) -> Tuple[torch.Tensor, torch.Tensor]:
     """Draw one token per row of (..., V) logits; returns (tokens, their probabilities).
 
-    temperature 0 is greedy (argmax). The probabilities are those of the distribution drawn
+    Temperature 0 is greedy (argmax). The probabilities are those of the distribution drawn
     from (after temperature and filtering); masked decoding ranks its confidence by them.
     """
-    if temperature == 0:
+    if options.temperature == 0:
         probs = logits.float().softmax(dim=-1)
         tokens = probs.argmax(dim=-1)
     else:
-        probs = filter_top_k_top_p(logits.float() / temperature, top_k, top_p).softmax(dim=-1)
+        filtered = filter_top_k_top_p(logits.float() / options.temperature, options.top_k, options.top_p)
+        probs = filtered.softmax(dim=-1)
         tokens = torch.multinomial(probs.reshape(-1, probs.size(-1)), 1).reshape(probs.shape[:-1])
     return tokens, probs.gather(-1, tokens[..., None]).squeeze(-1)
 

@@ -34,6 +34,7 @@ from sepalm_espnet.synthesizer.layers import (
     PAD_ID,
     CodebookHeads,
     MultiCodebookEmbedding,
+    SynthesisOptions,
     bidirectional_encoder,
     cfg_logits,
     check_codec_tokens,
@@ -280,21 +281,18 @@ class MaskedSynthesizer(AbsESPnetModel):
         phonemes_lengths: Optional[torch.Tensor] = None,
         semantic: Optional[torch.Tensor] = None,
         semantic_lengths: Optional[torch.Tensor] = None,
-        steps: Optional[Sequence[int]] = None,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        cfg_scale: float = 1.0,
+        options: SynthesisOptions = SynthesisOptions(),
     ) -> Iterator[DecodingStep]:
         """Yield the state after every decoding round, codebook by codebook; see generate()."""
         self.check_codebooks("est_tokens", est_tokens)
-        steps = self.inference_steps if steps is None else list(steps)
+        options.reseed()
+        steps = self.inference_steps if options.steps is None else list(options.steps)
         self.check_steps(steps)
         condition_ids, condition_lengths = self.select_condition(phonemes, phonemes_lengths, semantic, semantic_lengths)
         batch, length = est_tokens.shape[:2]
         lengths = est_tokens_lengths
         valid = lengths_to_mask(lengths, length)
-        guided = cfg_scale != 1.0
+        guided = options.guidance_scale != 1.0
         drop = torch.zeros(batch, dtype=torch.bool, device=est_tokens.device)
         if guided:  # rows B..2B-1: the same utterances without the condition
             est_tokens, lengths = est_tokens.repeat(2, 1, 1), lengths.repeat(2)
@@ -314,8 +312,8 @@ class MaskedSynthesizer(AbsESPnetModel):
                     est_tokens, lengths, target_tokens, condition_ids, condition_lengths, drop
                 )
                 if guided:
-                    logits = cfg_logits(logits[:batch], logits[batch:], cfg_scale)
-                sampled, probabilities = sample_tokens(logits, temperature, top_k, top_p)
+                    logits = cfg_logits(logits[:batch], logits[batch:], options.guidance_scale)
+                sampled, probabilities = sample_tokens(logits, options)
                 proposal = torch.where(masked, sampled, current)
                 # Frames already decided (and padding) rank last, so only masked ones are re-masked.
                 confidence = probabilities.masked_fill(~masked, float("inf"))
@@ -335,22 +333,19 @@ class MaskedSynthesizer(AbsESPnetModel):
         phonemes_lengths: Optional[torch.Tensor] = None,
         semantic: Optional[torch.Tensor] = None,
         semantic_lengths: Optional[torch.Tensor] = None,
-        steps: Optional[Sequence[int]] = None,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        cfg_scale: float = 1.0,
+        options: SynthesisOptions = SynthesisOptions(),
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Synthesize S: (B, T', Q) tokens (PAD_ID after each length) and the (B,) lengths T'.
 
-        steps: rounds per codebook (default: the model's inference_steps); temperature 0 is
-        greedy; cfg_scale != 1 adds a condition-less pass and mixes the logits. Call it in
-        eval mode (dropout off).
+        The signature is ArNarSynthesizer.generate's; the condition data (`condition`) is
+        read, the other ignored. options.steps: rounds per codebook (default: the model's
+        inference_steps); temperature 0 is greedy; guidance_scale != 1 adds a condition-less
+        pass and mixes the logits; max_length_ratio and use_cache do not apply (T'' = T').
+        Call it in eval mode (dropout off).
         """
         final_tokens: Dict[int, torch.Tensor] = {}
         for state in self.decoding_steps(
-            est_tokens, est_tokens_lengths, phonemes, phonemes_lengths, semantic, semantic_lengths,
-            steps, temperature, top_k, top_p, cfg_scale,
+            est_tokens, est_tokens_lengths, phonemes, phonemes_lengths, semantic, semantic_lengths, options
         ):
             final_tokens[state.codebook] = state.tokens
         codes = torch.stack([final_tokens[codebook] for codebook in range(self.num_codebooks)], dim=2)

@@ -1,13 +1,14 @@
 """Stage 11: refined speech s* from Ŝ's codec tokens and the corrected text (paper §3.4).
 
-`Resynthesizer` runs a trained synthesizer's generate() (AR+NAR or masked) on one utterance
-and decodes the generated tokens with the DAC decoder to exactly the length of the separated
-estimate, so the aligner (stage 12) can combine ŝ and s* sample by sample. The AR model
-chooses its own length T''; its waveform is cut or padded with silence to that length.
+`Resynthesizer` runs a trained synthesizer's generate() (AR+NAR or masked: one signature and
+one `SynthesisOptions` for both) on one utterance and decodes the generated tokens with the DAC
+decoder to exactly the length of the separated estimate, so the aligner (stage 12) can combine
+ŝ and s* sample by sample. The AR model chooses its own length T''; its waveform is cut or
+padded with silence to that length.
 
 `synthesize_scp` does a whole token scp (or a JOB's keys) into <output_dir>/wavs/<key>.wav,
 speech.scp and rtf.json (sepalm_espnet.metrics.rtf's record, component "synthesizer": model +
-codec decoding over the audio produced); `merge_outputs` joins JOB directories.
+codec decoding over the audio produced; the recipe's job merger adds JOB records up).
 """
 from __future__ import annotations
 
@@ -20,12 +21,11 @@ import torch
 
 from sepalm_espnet.data.audio import write_audio
 from sepalm_espnet.data.format import load_mono
-from sepalm_espnet.metrics.rtf import RTF_FILE, RtfMeter, merge_rtf_files
+from sepalm_espnet.metrics.rtf import RTF_FILE, RtfMeter
 from sepalm_espnet.data.kaldi_dir import (
     DataDirError,
     PathLike,
     read_key_file,
-    read_kv,
     read_text,
     select_entries,
     write_kv,
@@ -33,6 +33,7 @@ from sepalm_espnet.data.kaldi_dir import (
 from sepalm_espnet.synthesizer.ar_nar import ArNarSynthesizer
 from sepalm_espnet.synthesizer.codec import DacCodec
 from sepalm_espnet.synthesizer.g2p import TokenList
+from sepalm_espnet.synthesizer.layers import SynthesisOptions
 from sepalm_espnet.synthesizer.masked import MaskedSynthesizer
 from sepalm_espnet.synthesizer.token_io import TokenReader
 
@@ -82,17 +83,10 @@ class Resynthesizer:
         model: Synthesizer,
         codec: DacCodec,
         token_list: Optional[TokenList] = None,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        guidance_scale: float = 1.0,
-        steps: Optional[Sequence[int]] = None,
-        max_length_ratio: float = 1.5,
-        seed: Optional[int] = 0,
+        options: SynthesisOptions = SynthesisOptions(),
     ):
-        """steps: masked decoding rounds per codebook (default: the model's inference_steps);
-        max_length_ratio: AR+NAR's cap on T'' / T'; seed: reset before every utterance, so an
-        utterance's output does not depend on the JOB split (None: no reset)."""
+        """options.seed is reset before every utterance (in generate()), so an utterance's
+        output does not depend on the JOB split."""
         if model.num_codebooks > codec.n_codebooks or model.codebook_size != codec.codebook_size:
             raise ResynthesisError(
                 f"the synthesizer models {model.num_codebooks} codebooks of {model.codebook_size}; "
@@ -102,28 +96,30 @@ class Resynthesizer:
         self.codec = codec
         self.token_list = token_list
         self.device = next(model.parameters()).device
-        self.options = dict(temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=guidance_scale)
-        self.steps = None if steps is None else list(steps)
-        self.max_length_ratio = max_length_ratio
-        self.seed = seed
+        self.options = options
 
     @classmethod
     def from_files(
-        cls, train_config: PathLike, model_file: PathLike, codec: Union[PathLike, DacCodec], device: str = "cpu", **options: Any
+        cls,
+        train_config: PathLike,
+        model_file: PathLike,
+        codec: Union[PathLike, DacCodec],
+        device: str = "cpu",
+        options: SynthesisOptions = SynthesisOptions(),
     ) -> "Resynthesizer":
         """codec: a DacCodec, a release tag ("16khz") or a DAC weights file."""
         model, token_list = load_synthesizer(train_config, model_file, device)
         if not isinstance(codec, DacCodec):
             codec = DacCodec.from_pretrained(codec, n_codebooks=model.num_codebooks, device=device)
-        return cls(model, codec, token_list, **options)
+        return cls(model, codec, token_list, options)
 
     @property
     def needs_phonemes(self) -> bool:
-        return isinstance(self.model, ArNarSynthesizer) or self.model.condition == "phoneme"
+        return self.model.condition == "phoneme"
 
     @property
     def needs_semantic(self) -> bool:
-        return isinstance(self.model, MaskedSynthesizer) and self.model.condition == "semantic"
+        return self.model.condition == "semantic"
 
     def condition_ids(self, ids: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
         tensor = torch.as_tensor(list(ids), dtype=torch.long, device=self.device)[None]
@@ -149,15 +145,7 @@ class Resynthesizer:
             if semantic is None:
                 raise ResynthesisError("this synthesizer is conditioned on semantic tokens; none given")
             inputs["semantic"], inputs["semantic_lengths"] = self.condition_ids(semantic)
-        if self.seed is not None:
-            torch.manual_seed(self.seed)
-        if isinstance(self.model, ArNarSynthesizer):
-            tokens, lengths = self.model.generate(
-                est, est_lengths, inputs["phonemes"], inputs["phonemes_lengths"],
-                max_length_ratio=self.max_length_ratio, **self.options,
-            )
-        else:
-            tokens, lengths = self.model.generate(est, est_lengths, steps=self.steps, **inputs, **self.options)
+        tokens, lengths = self.model.generate(est, est_lengths, **inputs, options=self.options)
         return tokens[0, : int(lengths[0])].T
 
     def synthesize(
@@ -238,16 +226,3 @@ def synthesize_scp(
     logger.info("%s: RTF %s over %d utterances", out, meter.rtf, len(keys))
     return meter
 
-
-def merge_outputs(job_dirs: Sequence[PathLike], output_dir: PathLike) -> RtfMeter:
-    """Join JOB directories' speech.scp (a key twice is an error) and sum their rtf.json."""
-    merged: Dict[str, str] = {}
-    for job_dir in map(Path, job_dirs):
-        for key, value in read_kv(job_dir / SPEECH_SCP).items():
-            if key in merged:
-                raise DataDirError(f"{job_dir / SPEECH_SCP}: key '{key}' also in an earlier directory")
-            merged[key] = value
-    write_kv(Path(output_dir) / SPEECH_SCP, merged)
-    meter = merge_rtf_files([Path(job_dir) / RTF_FILE for job_dir in job_dirs], Path(output_dir) / RTF_FILE)
-    logger.info("%s: RTF %s over %d utterances", output_dir, meter.rtf, meter.components[RTF_COMPONENT].calls)
-    return meter

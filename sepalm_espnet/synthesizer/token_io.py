@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Mapping, Optional
 
 import kaldiio
 import numpy as np
@@ -105,22 +105,6 @@ class TokenReader(Mapping[str, np.ndarray]):
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-def merge_token_scps(scp_paths: Sequence[PathLike], out_scp: PathLike, expected_keys: Optional[Iterable[str]] = None) -> None:
-    """Join the scps of JOB-split runs (their arks stay where they are) into one sorted scp."""
-    merged: Dict[str, str] = {}
-    for path in scp_paths:
-        for key, value in read_kv(path).items():
-            if key in merged:
-                raise TokenIOError(f"{path}: key '{key}' also in an earlier JOB scp")
-            merged[key] = value
-    if expected_keys is not None:
-        missing = sorted(set(expected_keys) - set(merged))
-        extra = sorted(set(merged) - set(expected_keys))
-        if missing or extra:
-            raise TokenIOError(f"{out_scp}: JOB scps miss {len(missing)} keys {missing[:3]}, add {len(extra)} {extra[:3]}")
-    write_kv(out_scp, merged)
 
 
 def tokenize_wav_scp(

@@ -13,7 +13,7 @@ from typing import Tuple
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.train.class_choices import ClassChoices
 
-from sepalm_espnet.synthesizer.t2s import TextToSemantic
+from sepalm_espnet.synthesizer.t2s_model import TextToSemantic
 from sepalm_espnet.tasks.synthesizer import SynthesizerTask, load_token_list
 
 model_choices = ClassChoices(

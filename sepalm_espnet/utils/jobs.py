@@ -4,11 +4,17 @@ Stage scripts call `${cmd} JOB=1:${nj} log.JOB.log python -m ...` without knowin
 run; cmd.sh picks the backend (utils/run.sh or utils/slurm.sh). Both backends leave the same
 per-job log: a header with the command, the job's output, and a footer with its exit code and
 elapsed time, so a failure reads the same on a laptop and on a cluster.
+
+Local jobs live and die with the recipe: they stay in its process group (a `kill -9` of the
+group or a Ctrl-C reaches them), each gets SIGKILL when the runner dies (PR_SET_PDEATHSIG),
+and a SIGTERM/SIGINT/SIGHUP to the runner alone is passed on to every process of every job,
+which the runner then waits for (SIGKILL after STOP_GRACE_SECONDS).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import datetime
 import os
 import re
@@ -20,17 +26,30 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 FOOTER_PATTERN = re.compile(r"^# Ended \(code (-?\d+)\)", re.MULTILINE)
 SLURM_CONFIG_KEYS = ("partition", "gpu", "mem", "time", "num_threads", "account", "qos",
                      "max_jobs_run", "num_nodes")
 SLURM_INTEGER_KEYS = ("gpu", "num_threads", "max_jobs_run", "num_nodes")
 DEFAULT_SLURM_CONFIG = "conf/slurm.conf"
+STOP_GRACE_SECONDS = 10.0
+# `NAME=...` as the first job argument is a job spec, never a log name (no `1=1:abc` log files).
+JOB_SPEC_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=[^/]*")
+JOB_SPEC = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(\d+)(?::(\d+))?")
+_PR_SET_PDEATHSIG = 1
 
 
 class JobSpecError(ValueError):
     """The job-array command line is malformed."""
+
+
+class Interrupted(Exception):
+    """A SIGTERM or SIGHUP reached the runner (SIGINT arrives as KeyboardInterrupt)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 @dataclass(frozen=True)
@@ -66,17 +85,20 @@ def shell_command(argv: Sequence[str]) -> str:
 def parse_job_array(args: Sequence[str]) -> JobArray:
     """Parse `[VAR=first:last | VAR=id] log cmd...`; without a spec, one job logs to `log`."""
     args = list(args)
-    match = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=(\d+)(?::(\d+))?", args[0]) if args else None
-    if match:
+    if args and JOB_SPEC_PREFIX.fullmatch(args[0]):
+        spec = args.pop(0)
+        match = JOB_SPEC.fullmatch(spec)
+        if not match:
+            raise JobSpecError(f"bad job spec {spec}: expected VAR=first:last or VAR=id, "
+                               f"whole numbers (is nj set to a number?)")
         variable, first = match.group(1), int(match.group(2))
         last = int(match.group(3)) if match.group(3) is not None else first
-        args = args[1:]
+        if first < 1 or last < first:
+            raise JobSpecError(f"bad job range {spec} (need 1 <= first <= last)")
     else:
         variable, first, last = "JOB", 1, 1
     if len(args) < 2:
         raise JobSpecError("expected [JOB=1:N] <log> <command> [args...]")
-    if first < 1 or last < first:
-        raise JobSpecError(f"bad job range {first}:{last} (need 1 <= first <= last)")
     log_template = args[0]
     if last > first and variable not in log_template:
         raise JobSpecError(f"{last - first + 1} jobs would share the log {log_template}; "
@@ -88,19 +110,98 @@ def _now() -> str:
     return datetime.datetime.now().astimezone().strftime("%a %b %d %H:%M:%S %Z %Y")
 
 
-def _start_job(jobs: JobArray, job_id: int,
-               env: Mapping[str, str]) -> Tuple[subprocess.Popen, float]:
+def _die_with_runner() -> Optional[Callable[[], None]]:
+    """A preexec_fn giving the job SIGKILL when the runner dies, even by `kill -9` (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    runner = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != runner:  # the runner died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+def _start_job(jobs: JobArray, job_id: int, env: Mapping[str, str],
+               preexec: Optional[Callable[[], None]] = None) -> Tuple[subprocess.Popen, float]:
     log = jobs.log(job_id)
     log.parent.mkdir(parents=True, exist_ok=True)
     command = jobs.command(job_id)
     with open(log, "w", encoding="utf-8") as f:
         f.write(f"# {command}\n# Started at {_now()}\n#\n")
         f.flush()
-        # Own process group, so stopping the job also stops the pipelines it started.
+        # No session or process group of its own: a signal to the recipe's group (kill -9,
+        # Ctrl-C) must reach the job and the pipelines it starts, not leave them running.
         process = subprocess.Popen(["bash", "-c", command], stdin=subprocess.DEVNULL,
                                    stdout=f, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
+                                   preexec_fn=preexec)
     return process, time.monotonic()
+
+
+def _process_tree(pid: int) -> List[int]:
+    """pid and its descendants, from /proc (just pid where there is none)."""
+    children: Dict[int, List[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+def _alive(pid: int) -> bool:
+    """Still running; a zombie no one reaps (orphans in a container) does not count."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 0)
+            return True
+        return False
+
+
+def _signal_all(pids: Sequence[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+
+
+def _stop_jobs(processes: Sequence[subprocess.Popen], signum: int, grace: float) -> None:
+    """Pass signum to every process of the jobs; SIGKILL what is left after `grace` seconds.
+
+    Each process is signalled, not just the job's bash: bash dies of SIGTERM without passing it
+    on, which would leave the rest of a pipeline running.
+    """
+    pids = sorted({pid for process in processes for pid in _process_tree(process.pid)})
+    _signal_all(pids, signum)
+    deadline = time.monotonic() + grace
+    try:
+        while time.monotonic() < deadline:
+            for process in processes:
+                process.poll()  # reap, so a finished job is not a zombie
+            if not any(map(_alive, pids)):
+                break
+            time.sleep(0.05)
+    except (KeyboardInterrupt, Interrupted):
+        pass  # a second signal: stop waiting
+    for process in processes:
+        pids += _process_tree(process.pid) if process.poll() is None else []
+    _signal_all([pid for pid in set(pids) if _alive(pid)], signal.SIGKILL)
+    for process in processes:
+        process.wait()
 
 
 def _finish_job(log: Path, code: int, elapsed: float) -> None:
@@ -108,12 +209,20 @@ def _finish_job(log: Path, code: int, elapsed: float) -> None:
         f.write(f"# Ended (code {code}) at {_now()}, elapsed time {elapsed:.2f} seconds\n")
 
 
-def run_local(jobs: JobArray, max_jobs_run: int,
-              num_threads: Optional[int] = None) -> Dict[int, int]:
-    """Run the jobs, at most `max_jobs_run` at a time; return each job id's exit code."""
+def run_local(jobs: JobArray, max_jobs_run: int, num_threads: Optional[int] = None,
+              stop_grace: float = STOP_GRACE_SECONDS) -> Dict[int, int]:
+    """Run the jobs, at most `max_jobs_run` at a time; return each job id's exit code.
+
+    On Ctrl-C (KeyboardInterrupt), Interrupted or any other error, the running jobs get that
+    signal (SIGTERM for an error) and are waited for, their logs get a footer, and the
+    exception goes on.
+    """
+    if max_jobs_run < 1:
+        raise ValueError(f"max_jobs_run must be positive, got {max_jobs_run}")
     env = dict(os.environ)
     if num_threads is not None:
         env["OMP_NUM_THREADS"] = str(num_threads)
+    preexec = _die_with_runner()
     pending = list(jobs.ids)
     running: Dict[int, Tuple[subprocess.Popen, float]] = {}
     codes: Dict[int, int] = {}
@@ -121,18 +230,21 @@ def run_local(jobs: JobArray, max_jobs_run: int,
         while pending or running:
             while pending and len(running) < max_jobs_run:
                 job_id = pending.pop(0)
-                running[job_id] = _start_job(jobs, job_id, env)
+                running[job_id] = _start_job(jobs, job_id, env, preexec)
             for job_id, (process, started) in list(running.items()):
                 if process.poll() is not None:
                     codes[job_id] = process.returncode
                     _finish_job(jobs.log(job_id), process.returncode, time.monotonic() - started)
                     del running[job_id]
             time.sleep(0.05)
-    finally:
-        # Reached with jobs still running only on an error or Ctrl-C: leave no orphans behind.
-        for process, _ in running.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
+    except BaseException as exc:
+        if running:
+            signum = (exc.signum if isinstance(exc, Interrupted)
+                      else signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM)
+            _stop_jobs([process for process, _ in running.values()], signum, stop_grace)
+            for job_id, (process, started) in running.items():
+                _finish_job(jobs.log(job_id), process.returncode, time.monotonic() - started)
+        raise
     return codes
 
 
@@ -172,8 +284,10 @@ def read_slurm_config(path: Path) -> Dict[str, str]:
             if key not in SLURM_CONFIG_KEYS or len(parts) != 2:
                 raise JobSpecError(f"{path}:{lineno}: expected '<key> <value>' with key one of "
                                    f"{', '.join(SLURM_CONFIG_KEYS)}")
-            if key in SLURM_INTEGER_KEYS and not parts[1].isdigit():
-                raise JobSpecError(f"{path}:{lineno}: {key} must be a whole number")
+            if key in SLURM_INTEGER_KEYS and not (
+                    parts[1].isdigit() and (key == "gpu" or int(parts[1]) > 0)):
+                raise JobSpecError(f"{path}:{lineno}: {key} must be a whole number"
+                                   f"{'' if key == 'gpu' else ' above 0'}")
             config[key] = parts[1]
     return config
 
@@ -211,7 +325,8 @@ def slurm_batch_script(jobs: JobArray, options: Mapping[str, str]) -> str:
         runner += ["--num_threads", str(options["num_threads"])]
     task_spec = f"{jobs.variable}=${{SLURM_ARRAY_TASK_ID}}"
     job_args = shlex.join([jobs.log_template, *jobs.command_args])
-    lines = ["#!/usr/bin/env bash"] + [f"#SBATCH {d}" for d in directives]
+    # sbatch splits #SBATCH lines into shell-like words: quote paths with spaces (or `#`).
+    lines = ["#!/usr/bin/env bash"] + [f"#SBATCH {shlex.quote(d)}" for d in directives]
     lines += ["", f"exec {shlex.join(runner)} {task_spec} {job_args}", ""]
     return "\n".join(lines)
 
@@ -236,7 +351,7 @@ def run_slurm(jobs: JobArray, options: Mapping[str, str],
     slurm_job_id = process.stdout.readline().strip().split(";")[0]
     try:
         process.communicate()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         if slurm_job_id:
             subprocess.run(["scancel", slurm_job_id], check=False)
         raise
@@ -248,19 +363,47 @@ def _option_names(name: str) -> List[str]:
     return sorted({f"--{name}", f"--{name.replace('_', '-')}"})
 
 
+def _count(minimum: int):
+    """An argparse type: an integer >= minimum (0 jobs at once would wait forever)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"'{text}' is not a {'positive' if minimum == 1 else 'non-negative'} integer")
+        return value
+    return parse
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+def _die_of(signum: int) -> None:
+    """Exit by the signal itself, so a calling shell sees the job array was killed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    sys.exit(128 + signum)  # not reached unless the signal is blocked
+
+
 def build_parser(backend: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="utils/run.sh" if backend == "local" else "utils/slurm.sh",
         usage="%(prog)s [options] [JOB=1:N] <log> <command> [args...]",
         description="Run a job array; JOB in the log path and command becomes the job id.",
     )
-    parser.add_argument(*_option_names("max_jobs_run"), type=int,
+    parser.add_argument(*_option_names("max_jobs_run"), type=_count(1),
                         help="most jobs running at once (local default: number of CPUs)")
-    parser.add_argument(*_option_names("num_threads"), type=int,
+    parser.add_argument(*_option_names("num_threads"), type=_count(1),
                         help="threads per job: OMP_NUM_THREADS (and Slurm --cpus-per-task)")
-    parser.add_argument("--gpu", type=int, help="GPUs per job (Slurm --gres; ignored locally)")
+    parser.add_argument("--gpu", type=_count(0),
+                        help="GPUs per job (Slurm --gres; ignored locally)")
     parser.add_argument("--mem", help="memory per job, e.g. 8G (Slurm --mem; ignored locally)")
-    parser.add_argument(*_option_names("num_nodes"), type=int,
+    parser.add_argument(*_option_names("num_nodes"), type=_count(1),
                         help="nodes per job (Slurm --nodes, one task each; local: only 1)")
     if backend == "slurm":
         parser.add_argument("--partition")
@@ -302,9 +445,22 @@ def main(argv: Sequence[str]) -> int:
         jobs = parse_job_array(job_args)
     except JobSpecError as exc:
         parser.error(str(exc))
+    # Turn `kill` into an exception, so the jobs are stopped and waited for on the way out.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) != signal.SIG_IGN:  # keep what nohup set up
+            signal.signal(signum, _raise_interrupted)
+    try:
+        return _run(backend, parser, args, jobs)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        print(f"{parser.prog}: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        _die_of(signum)
+        raise
+
+
+def _run(backend: str, parser: argparse.ArgumentParser, args: argparse.Namespace,
+         jobs: JobArray) -> int:
     if backend == "local":
-        # Turn `kill` into an exception, so run_local stops the jobs it started on the way out.
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         if (args.num_nodes or 1) > 1:
             parser.error(f"--num_nodes {args.num_nodes}: a local run has one node (use slurm)")
         max_jobs_run = args.max_jobs_run or os.cpu_count() or 1

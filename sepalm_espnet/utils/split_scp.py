@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Sequence
 
-from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, atomic_path
+from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, atomic_path, read_lines
 
 
 def split_lines(lines: Sequence[str], num_splits: int) -> List[List[str]]:
@@ -27,12 +27,14 @@ def split_lines(lines: Sequence[str], num_splits: int) -> List[List[str]]:
 def split_scp(in_path: PathLike, out_paths: Sequence[PathLike]) -> None:
     """Write the lines of `in_path` across `out_paths`; no piece may be empty."""
     in_path = Path(in_path)
-    if not in_path.is_file():
-        raise DataDirError(f"{in_path}: file not found")
-    lines = in_path.read_text(encoding="utf-8").splitlines()
+    lines = read_lines(in_path)
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             raise DataDirError(f"{in_path}:{lineno}: empty line")
+    if not lines:  # a recipe asking for min(nj, lines) pieces would otherwise get a usage text
+        raise DataDirError(f"{in_path}: no entries to split")
+    if not out_paths:
+        raise DataDirError(f"{in_path}: no output files to split into")
     if len(out_paths) > len(lines):
         raise DataDirError(f"{in_path}: cannot split {len(lines)} lines into "
                            f"{len(out_paths)} non-empty pieces")

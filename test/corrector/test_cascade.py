@@ -13,7 +13,7 @@ import whisper
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from sepalm_espnet.bin.cascade_correct import main as cascade_main
-from sepalm_espnet.bin.cor_inference import main as cor_inference_main
+from sepalm_espnet.utils.job_outputs import merge_job_outputs
 from sepalm_espnet.corrector.cascade import (
     GerCorrector,
     build_ger_prompt,
@@ -116,19 +116,20 @@ def test_cli_openai_whisper_nbest_ranks_like_whisper_decode(tiny_whisper_checkpo
     lm_dir = train_lm(tmp_path / "lm", build_ger_prompt(["a", "b", "c"]), ANSWER, steps=0)  # random LM
     cascade_main(["--backend", "whisper", "--model", str(tiny_whisper_checkpoint), "--lm", str(lm_dir),
                   "--max_new_tokens", "12", "--wav_scp", str(tmp_path / "wav.scp"),
-                  "--output_dir", str(tmp_path / "split.1")])
+                  "--output_dir", str(tmp_path / "logdir/output.1")])
 
     model = whisper.load_model(str(tiny_whisper_checkpoint))
     best = whisper.decode(model, whisper.log_mel_spectrogram(whisper.pad_or_trim(audio)),
                           whisper.DecodingOptions(language="en", beam_size=3, without_timestamps=True, fp16=False))
-    nbest = read_text(tmp_path / "split.1/nbest")["noise"].split(" ||| ")
+    nbest = read_text(tmp_path / "logdir/output.1/nbest")["noise"].split(" ||| ")
     assert len(nbest) == 3 and nbest[0] == normalize_text(best.text)
-    assert read_text(tmp_path / "split.1/text_pt") == {"noise": nbest[0]}
-    [status] = read_text(tmp_path / "split.1/status").values()
+    assert read_text(tmp_path / "logdir/output.1/text_pt") == {"noise": nbest[0]}
+    [status] = read_text(tmp_path / "logdir/output.1/status").values()
     assert status in STATUSES
-    counts = json.loads((tmp_path / "split.1/fallback.json").read_text())
+    counts = json.loads((tmp_path / "logdir/output.1/fallback.json").read_text())
     assert sum(counts.values()) == 1 and counts[status] == 1
 
-    cor_inference_main(["--merge_dirs", str(tmp_path / "split.1"), "--output_dir", str(tmp_path / "merged")])
-    assert read_text(tmp_path / "merged/nbest") == read_text(tmp_path / "split.1/nbest")
+    write_kv(tmp_path / "logdir/keys.1.scp", {"noise": ""})
+    merge_job_outputs(tmp_path, 1)  # the recipe's merger joins the nbest lists too
+    assert read_text(tmp_path / "nbest") == read_text(tmp_path / "logdir/output.1/nbest")
     assert status in (PARSED, FALLBACK_PRELIMINARY)

@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from sepalm_espnet.bin.cor_inference import main as cor_inference_main
+from sepalm_espnet.utils.job_outputs import merge_job_outputs
 from sepalm_espnet.corrector.generate import (
     FALLBACK_PRELIMINARY,
     FALLBACK_TEACHER,
@@ -161,28 +162,23 @@ def test_cli_decodes_job_splits_and_merges_them(lora_corrector, corrector, token
     units = {"utt1": "3 1 4 1 5", "utt2": "2 7 1 8 2 8 6", "utt3": ""}
     write_kv(tmp_path / "units", units)
     write_kv(tmp_path / "teacher", {"utt1": "a", "utt2": "b", "utt3": "silence?"})
-    write_kv(tmp_path / "keys.1", {"utt2": "x", "utt3": "x"})
-    write_kv(tmp_path / "keys.2", {"utt1": "x"})
+    write_kv(tmp_path / "logdir/keys.1.scp", {"utt2": "x", "utt3": "x"})
+    write_kv(tmp_path / "logdir/keys.2.scp", {"utt1": "x"})
     common = ["--train_config", str(config), "--model_file", str(weights), "--units", str(tmp_path / "units"),
-              "--teacher_text", str(tmp_path / "teacher"), "--do_sample", "false", "--zero_shot"]
+              "--teacher_text", str(tmp_path / "teacher"), "--do_sample", "false", "--zero_shot", "true"]
     for job in (1, 2):
-        cor_inference_main([*common, "--key_file", str(tmp_path / f"keys.{job}"),
-                            "--output_dir", str(tmp_path / f"split.{job}")])
-    assert read_text(tmp_path / "split.1/status") == {"utt2": PARSED, "utt3": FALLBACK_TEACHER}
-    cor_inference_main(["--merge_dirs", str(tmp_path / "split.1"), str(tmp_path / "split.2"),
-                        "--output_dir", str(tmp_path / "merged")])
+        cor_inference_main([*common, "--key_file", str(tmp_path / f"logdir/keys.{job}.scp"),
+                            "--output_dir", str(tmp_path / f"logdir/output.{job}")])
+    assert read_text(tmp_path / "logdir/output.1/status") == {"utt2": PARSED, "utt3": FALLBACK_TEACHER}
+    merge_job_outputs(tmp_path, 2)  # the recipe's merger
     # Zero-shot on this LoRA corrector is the trained LM, which learned both answers.
-    assert read_text(tmp_path / "merged/text_pt") == {"utt1": "THE CAT SAT ON THE MAP", "utt2": "A DOG RAN",
-                                                       "utt3": "SILENCE"}
-    assert read_text(tmp_path / "merged/text_ct") == {"utt1": "THE CAT SAT ON THE MAT",
-                                                       "utt2": "A DOG RAN IN THE PARK", "utt3": "SILENCE"}
-    assert json.loads((tmp_path / "merged/fallback.json").read_text()) == {
+    assert read_text(tmp_path / "text_pt") == {"utt1": "THE CAT SAT ON THE MAP", "utt2": "A DOG RAN",
+                                                "utt3": "SILENCE"}
+    assert read_text(tmp_path / "text_ct") == {"utt1": "THE CAT SAT ON THE MAT",
+                                                "utt2": "A DOG RAN IN THE PARK", "utt3": "SILENCE"}
+    assert json.loads((tmp_path / "fallback.json").read_text()) == {
         PARSED: 2, FALLBACK_PRELIMINARY: 0, FALLBACK_TEACHER: 1}
-    assert (tmp_path / "merged/text_ct").read_text().splitlines()[0] == "utt1 THE CAT SAT ON THE MAT"
-
-    with pytest.raises(SystemExit, match="cor_inference: key 'utt1' decoded in both"):
-        cor_inference_main(["--merge_dirs", str(tmp_path / "split.2"), str(tmp_path / "merged"),
-                            "--output_dir", str(tmp_path / "bad")])
+    assert (tmp_path / "text_ct").read_text().splitlines()[0] == "utt1 THE CAT SAT ON THE MAT"
 
 
 def test_cli_names_the_teacher_file_missing_a_key(tokenizer_dir, corrector, tmp_path):

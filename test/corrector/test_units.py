@@ -208,11 +208,11 @@ def test_fit_then_extract_clis(tmp_path, hubert_dir, feature_type):
 
     (tmp_path / "keys.1").write_text("utt_c\nutt_b\n")
     extract_units_main(["--kmeans_dir", str(tmp_path / "km"), "--wav_scp", str(wav_scp), str(wav_scp),
-                        "--output", str(tmp_path / "units_spk1"), str(tmp_path / "units_spk2"),
+                        "--output_names", "units_spk1", "units_spk2", "--output_dir", str(tmp_path),
                         "--log_level", "WARNING"])
     extract_units_main(["--kmeans_dir", str(tmp_path / "km"), "--wav_scp", str(wav_scp),
-                        "--output", str(tmp_path / "units_job1"), "--key_file", str(tmp_path / "keys.1"),
-                        "--keep_repeats", "--log_level", "WARNING"])
+                        "--output_names", "units_job1", "--output_dir", str(tmp_path),
+                        "--key_file", str(tmp_path / "keys.1"), "--keep_repeats", "true", "--log_level", "WARNING"])
 
     lines = (tmp_path / "units_spk1").read_text().splitlines()
     assert [line.split()[0] for line in lines] == ["utt_a", "utt_b", "utt_c"]
@@ -233,5 +233,5 @@ def test_extract_cli_rejects_a_key_not_in_the_scp(tmp_path):
     (tmp_path / "keys").write_text("utt_z\n")
     with pytest.raises(SystemExit, match="wav.scp: 1 requested keys are missing, e.g. 'utt_z'"):
         extract_units_main(["--kmeans_dir", str(tmp_path / "km"), "--wav_scp", str(wav_scp),
-                            "--output", str(tmp_path / "units"), "--key_file", str(tmp_path / "keys")])
+                            "--output_names", "units", "--output_dir", str(tmp_path), "--key_file", str(tmp_path / "keys")])
     assert not (tmp_path / "units").exists()

@@ -2,7 +2,9 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from sepalm_espnet.data.data_dir import (
     combine_data_dirs,
@@ -204,3 +206,92 @@ def test_spk2utt_round_trip_through_the_shell_wrappers(data, tmp_path):
                   str(tmp_path / "utt2spk")]
     subprocess.run(to_utt2spk, env=env, check=True)
     assert (tmp_path / "utt2spk").read_text() == (data / "utt2spk").read_text()
+
+
+@pytest.mark.parametrize("key", ["../../../x", "/abs/x"])
+def test_path_like_keys_are_refused_by_validate_and_fix(data, key):
+    edit(data / "wav.scp", "u1 ", f"{key} ")
+    assert f"{data}/wav.scp:1: key '{key}' " in find_problems(data)[0]
+    with pytest.raises(DataDirError, match=f"wav.scp:1: key '{key}' "):
+        validate_data_dir(data)
+    with pytest.raises(DataDirError, match=f"wav.scp:1: key '{key}' "):
+        fix_data_dir(data)
+
+
+def test_path_like_speaker_in_utt2spk_is_refused(data):
+    edit(data / "utt2spk", "u3 sb", "u3 ../sb")
+    assert f"{data}/utt2spk:3: speaker '../sb' " in find_problems(data)[0]
+    with pytest.raises(DataDirError, match="utt2spk:3: speaker '../sb' "):
+        fix_data_dir(data)
+
+
+def test_non_utf8_transcript_is_a_problem_naming_file_and_line(data):
+    (data / "text_spk1").write_bytes("u1 A\nu2 CAF\u00c9\nu3 B\n".encode("latin-1"))
+    assert f"{data}/text_spk1:2: not UTF-8" in one_problem(data)
+    with pytest.raises(DataDirError, match="text_spk1:2: not UTF-8"):
+        fix_data_dir(data)
+
+
+def make_audio_dir(root: Path, fs: int = 16000, frames: int = 16000) -> Path:
+    """A valid dir whose audio files are real (for check_audio): every source as long as its mix."""
+    data = make_data_dir(root)
+    for table in ("wav.scp", "spk1.scp", "spk2.scp", "noise1.scp"):
+        for path in read_kv(data / table).values():
+            sf.write(path, np.full(frames, 0.1), fs, subtype="PCM_16")
+    (data / "utt2num_samples").write_text("".join(f"{u} {frames}\n" for u in UTTS))
+    return data
+
+
+def truncate(path: str, frames: int) -> None:
+    """Cut a 16-bit mono wav's data chunk short, leaving its header as it was."""
+    with open(path, "r+b") as f:
+        f.truncate(44 + 2 * frames)
+
+
+def test_check_audio_accepts_matching_lengths_and_skips_pipes(tmp_path):
+    data = make_audio_dir(tmp_path)
+    edit(data / "noise1.scp", f"{tmp_path}/audio/x_u3_n1.wav", "sox in.flac -t wav - |")
+    assert find_problems(data, check_audio=True) == []
+    validate_data_dir(data, check_audio=True)
+
+
+def test_check_audio_refuses_a_truncated_wav(tmp_path):
+    data = make_audio_dir(tmp_path)
+    truncate(read_kv(data / "spk1.scp")["u2"], 500)
+    assert find_problems(data) == []  # the header is only read with check_audio
+    problems = find_problems(data, check_audio=True)
+    assert problems[0] == (f"{data}/spk1.scp:2: 'u2': {tmp_path}/audio/x_u2_s1.wav: the header "
+                           f"says 16000 frames but the file holds 500 (truncated?)")
+    assert len(problems) == 1, problems  # not also reported as a length mismatch
+
+
+def test_check_audio_refuses_references_and_noise_of_another_length_or_rate(tmp_path):
+    data = make_audio_dir(tmp_path)
+    sf.write(read_kv(data / "spk2.scp")["u2"], np.full(160, 0.1), 16000)  # 10 ms
+    sf.write(read_kv(data / "noise1.scp")["u3"], np.full(16000, 0.1), 8000)
+    assert find_problems(data, check_audio=True) == [
+        f"{data}/noise1.scp:3: 'u3': 16000 samples at 8000 Hz, but the mixture "
+        f"{data}/wav.scp:3 has 16000 samples at 16000 Hz",
+        f"{data}/spk2.scp:2: 'u2': 160 samples at 16000 Hz, but the mixture "
+        f"{data}/wav.scp:2 has 16000 samples at 16000 Hz",
+    ]
+
+
+def test_check_audio_compares_utt2num_samples_with_the_mixture(tmp_path):
+    data = make_audio_dir(tmp_path)
+    edit(data / "utt2num_samples", "u2 16000", "u2 15999")
+    assert find_problems(data, check_audio=True) == [
+        f"{data}/utt2num_samples:2: 'u2': 15999 samples, but the mixture {data}/wav.scp:2 "
+        f"has 16000"]
+
+
+def test_check_audio_through_the_shell_wrapper(tmp_path):
+    data = make_audio_dir(tmp_path)
+    sf.write(read_kv(data / "spk1.scp")["u1"], np.full(160, 0.1), 16000)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    script = str(REPO / "utils" / "validate_data_dir.sh")
+    assert subprocess.run([script, str(data)], env=env, capture_output=True).returncode == 0
+    result = subprocess.run([script, "--check_audio", str(data)], env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert f"{data}/spk1.scp:1: 'u1': 160 samples at 16000 Hz" in result.stderr

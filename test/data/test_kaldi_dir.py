@@ -1,4 +1,5 @@
 import os
+import re
 
 import pytest
 
@@ -74,3 +75,59 @@ def test_spk2utt_round_trip():
     assert spk2utt_to_utt2spk(spk2utt) == dict(sorted(utt2spk.items()))
     with pytest.raises(DataDirError, match="under two speakers"):
         spk2utt_to_utt2spk({"s1": ["u1"], "s2": ["u1"]})
+
+
+def test_merge_kv_files_joins_splits_and_names_a_key_written_twice(tmp_path):
+    from sepalm_espnet.data.kaldi_dir import merge_kv_files
+
+    write_kv(tmp_path / "a", {"u1": "x"})
+    write_kv(tmp_path / "b", {"u2": "y"})
+    assert merge_kv_files([tmp_path / "a", tmp_path / "b"]) == {"u1": "x", "u2": "y"}
+    write_kv(tmp_path / "c", {"u1": "z"})
+    with pytest.raises(DataDirError, match="c: key 'u1' also in an earlier split, .*a"):
+        merge_kv_files([tmp_path / "a", tmp_path / "c"])
+
+
+@pytest.mark.parametrize("key", ["u1", "a.b", "utt0_spk1", "1089-134686-0000_121-121726-0000",
+                                 "_x", "A9"])
+def test_check_key_accepts_ids(key):
+    from sepalm_espnet.data.kaldi_dir import check_key
+
+    check_key(key, "wav.scp:1")
+
+
+@pytest.mark.parametrize("key", ["../../../x", "/abs/x", "a/b", ".hidden", "..", "-x", "a:b",
+                                 "caf\u00e9", ""])
+def test_check_key_refuses_keys_that_are_not_safe_file_names(key):
+    from sepalm_espnet.data.kaldi_dir import check_key
+
+    with pytest.raises(DataDirError, match=r"^wav.scp:3: key '.*' "):
+        check_key(key, "wav.scp:3")
+
+
+@pytest.mark.parametrize("key", ["../../../x", "/abs/x", ".x"])
+def test_readers_refuse_path_like_keys_naming_file_and_line(tmp_path, key):
+    (tmp_path / "wav.scp").write_text(f"u1 a.wav\n{key} b.wav\n")
+    with pytest.raises(DataDirError, match=rf"wav.scp:2: key '{re.escape(key)}' "):
+        read_kv(tmp_path / "wav.scp")
+    (tmp_path / "text_spk1").write_text(f"u1 HELLO\n{key}\n")
+    with pytest.raises(DataDirError, match=rf"text_spk1:2: key '{re.escape(key)}' "):
+        read_text(tmp_path / "text_spk1")
+
+
+def test_non_utf8_file_names_file_and_line(tmp_path):
+    (tmp_path / "text_spk1").write_bytes("u1 HELLO\nu2 CAF\u00c9 AU LAIT\n".encode("latin-1"))
+    with pytest.raises(DataDirError, match=r"text_spk1:2: not UTF-8"):
+        read_text(tmp_path / "text_spk1")
+    with pytest.raises(DataDirError, match=r"text_spk1:2: not UTF-8"):
+        read_kv(tmp_path / "text_spk1")
+
+
+def test_windows_line_endings_are_read_as_before(tmp_path):
+    (tmp_path / "wav.scp").write_bytes(b"a a.wav\r\nb b.wav\r\n")
+    assert read_kv(tmp_path / "wav.scp") == {"a": "a.wav", "b": "b.wav"}
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_key(tmp_path):
+    (tmp_path / "wav.scp").write_bytes("\ufeffa a.wav\n".encode("utf-8"))
+    assert read_kv(tmp_path / "wav.scp") == {"a": "a.wav"}

@@ -1,8 +1,7 @@
 import pytest
 
-from sepalm_espnet.bin.speaker_files import main
-from sepalm_espnet.data.kaldi_dir import DataDirError, read_kv, write_kv
-from sepalm_espnet.data.speakers import flatten, reorder, unflatten
+from sepalm_espnet.data.kaldi_dir import DataDirError
+from sepalm_espnet.data.speakers import estimate_tables, flatten, reorder, unflatten
 
 
 def test_reorder_follows_the_stored_match():
@@ -35,17 +34,12 @@ def test_unflatten_rejects_foreign_keys_and_missing_speakers():
         unflatten({"u_spk1": "x"}, 2, "f")
 
 
-def test_cli_reorder_then_flatten_then_unflatten(tmp_path):
-    write_kv(tmp_path / "r1", {"a": "one", "b": "two"})
-    write_kv(tmp_path / "r2", {"a": "three", "b": ""})
-    write_kv(tmp_path / "perm", {"a": "2 1", "b": "1 2"})
-    main(["reorder", "--permutation", str(tmp_path / "perm"), "--input", str(tmp_path / "r1"),
-          str(tmp_path / "r2"), "--output", str(tmp_path / "e1"), str(tmp_path / "e2")])
-    assert (tmp_path / "e1").read_text() == "a three\nb two\n"
-    main(["flatten", "--input", str(tmp_path / "e1"), str(tmp_path / "e2"), "--output", str(tmp_path / "flat")])
-    assert read_kv(tmp_path / "flat", allow_empty_value=True) == {
-        "a_spk1": "three", "a_spk2": "one", "b_spk1": "two", "b_spk2": ""}
-    main(["unflatten", "--input", str(tmp_path / "flat"), "--output", str(tmp_path / "u1"), str(tmp_path / "u2")])
-    assert (tmp_path / "u2").read_text() == (tmp_path / "e2").read_text()
-    with pytest.raises(SystemExit, match="speaker_files: .*file not found"):
-        main(["flatten", "--input", str(tmp_path / "missing"), "--output", str(tmp_path / "x")])
+def test_estimate_tables_apply_the_permutation_once():
+    estimates = [{"a": "a_est1", "b": "b_est1"}, {"a": "a_est2", "b": "b_est2"}]
+    references = [{"a": "a_ref1", "b": "b_ref1"}, {"a": "a_ref2", "b": "b_ref2"}]
+    texts = [{"a": "one", "b": "uno"}, {"a": "two", "b": ""}]
+    tables = estimate_tables(estimates, {"a": (0, 1), "b": (1, 0)}, references, texts, "perm")
+    assert tables["wav.scp"] == {"a_spk1": "a_est1", "a_spk2": "a_est2", "b_spk1": "b_est1", "b_spk2": "b_est2"}
+    assert tables["ref.scp"] == {"a_spk1": "a_ref1", "a_spk2": "a_ref2", "b_spk1": "b_ref2", "b_spk2": "b_ref1"}
+    assert tables["text"] == {"a_spk1": "one", "a_spk2": "two", "b_spk1": "", "b_spk2": "uno"}
+    assert set(estimate_tables(estimates, {"a": (0, 1), "b": (0, 1)}, [], [], "perm")) == {"wav.scp"}

@@ -42,3 +42,34 @@ def test_json_round_trip_and_merge(tmp_path):
     (tmp_path / "bad.json").write_text('{"rtf": 1}')
     with pytest.raises(DataDirError, match="bad.json"):
         RtfMeter.read(tmp_path / "bad.json")
+
+
+def test_corrector_config_and_the_measure_rtf_command(tmp_path, monkeypatch, caplog):
+    from sepalm_espnet.bin import measure_rtf
+    from sepalm_espnet.scoring import corrector_decode_options
+
+    config = tmp_path / "decode_cor.yaml"
+    config.write_text("zero_shot: true\ntop_k: 5\nngpu: 1\n")
+    assert corrector_decode_options(config) == (True, {"top_k": 5})
+    assert "ngpu not decoding options" in caplog.text
+    assert corrector_decode_options(None) == (False, {})
+    config.write_text("- a list\n")
+    with pytest.raises(DataDirError, match="decode_cor.yaml: expected a mapping"):
+        corrector_decode_options(config)
+
+    calls = []
+    monkeypatch.setattr(measure_rtf, "load_rtf_system", lambda *a, **k: calls.append(("load", a, k)) or "model")
+
+    def measure_mode(model, mode, wav_scp, utterances, seconds):
+        calls.append((mode, utterances, seconds))
+        meter = RtfMeter()
+        meter.add_input(seconds)
+        meter.add("separator", seconds, 1.0)
+        return meter
+
+    monkeypatch.setattr(measure_rtf, "measure_mode", measure_mode)
+    measure_rtf.main(["--model", "x.zip", "--wav_scp", "wav.scp", "--modes", "separator_only", "sepalm",
+                      "--outputs", str(tmp_path / "a/rtf.json"), str(tmp_path / "b/rtf.json"), "--zero_shot"])
+    assert calls == [("load", ("x.zip", "cpu", None), {"zero_shot": True}), ("separator_only", 4, 5.0),
+                     ("sepalm", 4, 5.0)]  # the defaults are bin/score_systems.py's
+    assert RtfMeter.read(tmp_path / "b/rtf.json").rtf == pytest.approx(0.2)

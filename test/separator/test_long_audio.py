@@ -15,6 +15,7 @@ from sepalm_espnet.data.kaldi_dir import DataDirError, read_kv
 from sepalm_espnet.separator.long_audio import (
     LongAudioSeparator,
     SampleRateError,
+    SegmentOptions,
     best_permutation,
     separate_scp,
 )
@@ -72,14 +73,16 @@ def noise(seconds: float, seed: int = 0, channels: int = 1) -> np.ndarray:
 @pytest.mark.parametrize("seconds", [0.3, 0.5])
 def test_input_up_to_one_segment_equals_full_inference(tiny_model, seconds):
     separate = enh_model_separate_fn(tiny_model)
-    long_audio = LongAudioSeparator(separate, 2, FS, segment_sec=0.5, hop_sec=0.25, min_samples=16)
+    long_audio = LongAudioSeparator(separate, 2, FS, SegmentOptions(0.5, 0.25), min_samples=16)
     mixture = noise(seconds)
     full = torch.cat(separate(torch.from_numpy(mixture).unsqueeze(0))).numpy()
     assert np.array_equal(long_audio.separate_array(mixture, FS), full)
 
 
 def test_long_input_through_sepformer_keeps_length_and_is_finite(tiny_model):
-    long_audio = LongAudioSeparator(enh_model_separate_fn(tiny_model), 2, FS, segment_sec=0.5, hop_sec=0.25, min_samples=16)
+    long_audio = LongAudioSeparator(
+        enh_model_separate_fn(tiny_model), 2, FS, SegmentOptions(0.5, 0.25), min_samples=16
+    )
     estimates = long_audio.separate_array(noise(1.7), FS)
     assert estimates.shape == (2, round(1.7 * FS)) and np.all(np.isfinite(estimates))
 
@@ -88,7 +91,7 @@ def test_long_input_through_sepformer_keeps_length_and_is_finite(tiny_model):
 def test_stitched_linear_separator_equals_full_and_swaps_are_undone(seconds):
     mixture = noise(seconds, seed=1)
     fake = SwapOnOddCalls()
-    stitched = LongAudioSeparator(fake, 2, FS, segment_sec=0.4, hop_sec=0.2).separate_array(mixture, FS)
+    stitched = LongAudioSeparator(fake, 2, FS, SegmentOptions(0.4, 0.2)).separate_array(mixture, FS)
     assert fake.calls >= 4, "the test must cover several segments, hence several swaps"
     np.testing.assert_allclose(stitched, full_low_high(mixture), atol=1e-4)
     assert fake.longest_input == round(0.4 * FS)
@@ -105,28 +108,29 @@ def test_silent_input_gives_zeros_without_calling_the_separator():
     def must_not_run(mixture):
         raise AssertionError("separator called on silence")
 
-    estimates = LongAudioSeparator(must_not_run, 2, FS, 0.4, 0.2).separate_array(np.zeros(3000, np.float32), FS)
+    long_audio = LongAudioSeparator(must_not_run, 2, FS, SegmentOptions(0.4, 0.2))
+    estimates = long_audio.separate_array(np.zeros(3000, np.float32), FS)
     assert estimates.shape == (2, 3000) and not np.any(estimates)
 
 
 def test_silence_between_speech_keeps_speaker_order():
     mixture = noise(1.2, seed=2)
     mixture[3000:6500] = 0.0
-    stitched = LongAudioSeparator(SwapOnOddCalls(), 2, FS, 0.4, 0.2).separate_array(mixture, FS)
+    stitched = LongAudioSeparator(SwapOnOddCalls(), 2, FS, SegmentOptions(0.4, 0.2)).separate_array(mixture, FS)
     assert np.all(np.isfinite(stitched))
     np.testing.assert_allclose(stitched[:, :2500], full_low_high(mixture)[:, :2500], atol=1e-4)
 
 
 def test_input_shorter_than_the_encoder_kernel_is_padded_then_trimmed(tiny_model):
     assert min_input_samples(tiny_model) == 16
-    long_audio = LongAudioSeparator(enh_model_separate_fn(tiny_model), 2, FS, 0.5, 0.25, min_samples=16)
+    long_audio = LongAudioSeparator(enh_model_separate_fn(tiny_model), 2, FS, SegmentOptions(0.5, 0.25), min_samples=16)
     estimates = long_audio.separate_array(noise(0.001), FS)
     assert estimates.shape == (2, 8) and np.all(np.isfinite(estimates))
 
 
 def test_stereo_is_downmixed_with_a_log_line(caplog):
     stereo = noise(0.6, channels=2)
-    long_audio = LongAudioSeparator(low_high_split, 2, FS, 0.4, 0.2)
+    long_audio = LongAudioSeparator(low_high_split, 2, FS, SegmentOptions(0.4, 0.2))
     with caplog.at_level(logging.INFO):
         estimates = long_audio.separate_array(stereo, FS)
     assert "downmixing 2 channels" in caplog.text
@@ -134,7 +138,7 @@ def test_stereo_is_downmixed_with_a_log_line(caplog):
 
 
 def test_wrong_sample_rate_is_refused_or_resampled_with_a_log_line(caplog):
-    long_audio = LongAudioSeparator(low_high_split, 2, FS, 0.4, 0.2)
+    long_audio = LongAudioSeparator(low_high_split, 2, FS, SegmentOptions(0.4, 0.2))
     at_16k = noise(0.8)
     with pytest.raises(SampleRateError, match="16000 Hz but the separator expects 8000 Hz"):
         long_audio.separate_array(at_16k, 16000)
@@ -146,8 +150,8 @@ def test_wrong_sample_rate_is_refused_or_resampled_with_a_log_line(caplog):
 
 def test_bad_arguments_and_samples_are_refused():
     with pytest.raises(ValueError, match="segments overlap"):
-        LongAudioSeparator(low_high_split, 2, FS, segment_sec=0.4, hop_sec=0.4)
-    long_audio = LongAudioSeparator(low_high_split, 2, FS, 0.4, 0.2)
+        SegmentOptions(0.4, 0.4)
+    long_audio = LongAudioSeparator(low_high_split, 2, FS, SegmentOptions(0.4, 0.2))
     with pytest.raises(AudioError, match="NaN"):
         long_audio.separate_array(np.full(100, np.nan, np.float32), FS)
     with pytest.raises(AudioError, match="samples, channels"):
@@ -162,7 +166,7 @@ def test_separate_scp_writes_sorted_outputs_equal_to_in_memory_separation(tmp_pa
     wav_scp.write_text("".join(f"{key} {tmp_path / key}.wav\n" for key in mixtures))
     key_file = tmp_path / "keys.1.scp"
     key_file.write_text(f"utt_b {tmp_path}/utt_b.wav\nutt_a {tmp_path}/utt_a.wav\n")
-    long_audio = LongAudioSeparator(low_high_split, 2, FS, 0.4, 0.2)
+    long_audio = LongAudioSeparator(low_high_split, 2, FS, SegmentOptions(0.4, 0.2))
 
     separate_scp(long_audio, wav_scp, tmp_path / "out", key_file=key_file)
 
@@ -180,7 +184,7 @@ def test_separate_scp_writes_sorted_outputs_equal_to_in_memory_separation(tmp_pa
 def test_separate_scp_names_bad_entries(tmp_path):
     sf.write(tmp_path / "fast.wav", noise(0.3), 16000)
     wav_scp = tmp_path / "wav.scp"
-    long_audio = LongAudioSeparator(low_high_split, 2, FS, 0.4, 0.2)
+    long_audio = LongAudioSeparator(low_high_split, 2, FS, SegmentOptions(0.4, 0.2))
     wav_scp.write_text(f"fast {tmp_path}/fast.wav\n")
     with pytest.raises(SampleRateError, match="fast.wav"):
         separate_scp(long_audio, wav_scp, tmp_path / "out")

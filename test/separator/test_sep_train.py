@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from sepalm_espnet.data.kaldi_dir import read_kv
+
 REPO = Path(__file__).resolve().parents[2]
 MINI_CONFIG = REPO / "egs2/TEMPLATE/sepalm1/conf/tuning/train_sep_sepformer_mini.yaml"
 FS = 8000
@@ -75,7 +77,7 @@ def test_train_one_epoch_then_separate(tmp_path):
     assert model_file.is_file() and (exp / "config.yaml").is_file()
 
     run_module(
-        "sepalm_espnet.bin.sep_inference", "--wav_scp", valid / "wav.scp", "--output_dir", decode,
+        "sepalm_espnet.bin.sep_inference", "--data_dir", valid, "--output_dir", decode,
         "--model_file", model_file, "--train_config", exp / "config.yaml", "--fs", FS,
         "--segment_sec", "0.3", "--hop_sec", "0.15",
     )
@@ -85,3 +87,10 @@ def test_train_one_epoch_then_separate(tmp_path):
         for line in lines:
             samples, fs = sf.read(line.split(maxsplit=1)[1])
             assert fs == FS and len(samples) == FS // 2 and np.all(np.isfinite(samples))
+    # The per-estimate dir of stage 4: every estimate with the reference PIT matched to it.
+    permutation = read_kv(decode / "permutation")
+    references = read_kv(decode / "ref.scp")
+    for utt, perm in permutation.items():
+        for ref, est in enumerate(perm.split(), start=1):
+            assert references[f"{utt}_spk{est}"] == read_kv(valid / f"spk{ref}.scp")[utt]
+    assert set(read_kv(decode / "wav.scp")) == set(references)

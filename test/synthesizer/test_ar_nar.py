@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from sepalm_espnet.synthesizer.ar_nar import ArNarSynthesizer, prefix_lm_mask
-from sepalm_espnet.synthesizer.layers import PAD_ID, cfg_logits, filter_top_k_top_p, lengths_to_mask, null_condition
+from sepalm_espnet.synthesizer.layers import (
+    PAD_ID,
+    SynthesisOptions,
+    cfg_logits,
+    filter_top_k_top_p,
+    lengths_to_mask,
+    null_condition,
+)
 
 NUM_CODEBOOKS, CODEBOOK_SIZE, PHONEME_VOCAB = 3, 16, 12
 
@@ -116,9 +123,9 @@ def test_generation_with_cache_equals_generation_without(batch, cfg_scale, tempe
     model = tiny_model().eval()
     outputs = []
     for use_cache in (True, False):
-        torch.manual_seed(7)
-        outputs.append(model.generate(**inference_inputs(batch), temperature=temperature, top_k=8, top_p=0.9,
-                                      cfg_scale=cfg_scale, use_cache=use_cache))
+        options = SynthesisOptions(temperature=temperature, top_k=8, top_p=0.9, guidance_scale=cfg_scale,
+                                   use_cache=use_cache, seed=7)
+        outputs.append(model.generate(**inference_inputs(batch), options=options))
     assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])
 
 
@@ -127,11 +134,12 @@ def test_generation_stops_at_the_end_token_or_the_length_cap(batch):
     inputs = inference_inputs(batch)
     with torch.no_grad():
         model.ar.head.bias[model.ar.end_id] = 1e4  # end as early as allowed: after one frame
-    tokens, lengths = model.generate(**inputs, temperature=0.0)
+    tokens, lengths = model.generate(**inputs, options=SynthesisOptions(temperature=0.0))
     assert lengths.tolist() == [1, 1, 1] and tokens.shape == (3, 1, NUM_CODEBOOKS)
     with torch.no_grad():
         model.ar.head.bias[model.ar.end_id] = -1e4  # never ends: capped at ceil(ratio * T')
-    tokens, lengths = model.generate(**inputs, temperature=1.0, max_length_ratio=1.25)
+    capped = SynthesisOptions(temperature=1.0, max_length_ratio=1.25)
+    tokens, lengths = model.generate(**inputs, options=capped)
     assert lengths.tolist() == [math.ceil(1.25 * n) for n in (9, 6, 4)]
     valid = lengths_to_mask(lengths, tokens.size(1))
     assert tokens.shape == (3, 12, NUM_CODEBOOKS)

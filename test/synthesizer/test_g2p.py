@@ -46,9 +46,9 @@ def test_token_list_follows_espnet_layout(tmp_path):
 
 def test_text_file_to_phonemes_and_token_list(tmp_path):
     write_kv(tmp_path / "text", {"u2": "the cat", "u1": "", "u3": "a dog"})
-    g2p_main.main(["--text", str(tmp_path / "text"), "--output", str(tmp_path / "phn"),
-                   "--token_list_out", str(tmp_path / "tokens.txt")])
-    phonemes = read_text(tmp_path / "phn")
+    g2p_main.main(["--text", str(tmp_path / "text"), "--output_dir", str(tmp_path)])
+    g2p_main.main(["--token_list_from", str(tmp_path / "phonemes"), "--token_list_out", str(tmp_path / "tokens.txt")])
+    phonemes = read_text(tmp_path / "phonemes")
     assert list(phonemes) == ["u1", "u2", "u3"] and phonemes["u1"] == ""
     assert phonemes["u2"].endswith("| k æ t")
     tokens = TokenList.from_file(tmp_path / "tokens.txt")

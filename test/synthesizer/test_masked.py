@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from sepalm_espnet.synthesizer.layers import PAD_ID, cosine_schedule, lengths_to_mask
+from sepalm_espnet.synthesizer.layers import PAD_ID, SynthesisOptions, cosine_schedule, lengths_to_mask
 from sepalm_espnet.synthesizer.masked import (
     MaskedSynthesizer,
     PhonemeCrossAttentionBackbone,
@@ -108,7 +108,8 @@ def test_decoding_unmasks_monotonically_in_exactly_the_configured_rounds(batch, 
     lengths = torch.tensor(LENGTHS)
     rounds = {codebook: [] for codebook in range(NUM_CODEBOOKS)}
     previous_masked = previous_tokens = None
-    for state in model.decoding_steps(**inference_inputs(batch), temperature=1.0, top_k=8, cfg_scale=2.0):
+    options = SynthesisOptions(temperature=1.0, top_k=8, guidance_scale=2.0)
+    for state in model.decoding_steps(**inference_inputs(batch), options=options):
         if state.step == 1:
             previous_masked = lengths_to_mask(lengths, 9)  # every real frame starts masked
             previous_tokens = torch.full_like(state.tokens, model.mask_id)
@@ -127,11 +128,12 @@ def test_decoding_unmasks_monotonically_in_exactly_the_configured_rounds(batch, 
 
 def test_generate_returns_every_codebook_of_every_frame(batch):
     model = tiny_model().eval()
-    tokens, lengths = model.generate(**inference_inputs(batch), steps=[4, 2], temperature=0.0)
+    greedy = SynthesisOptions(steps=[4, 2], temperature=0.0)
+    tokens, lengths = model.generate(**inference_inputs(batch), options=greedy)
     assert tokens.shape == (3, 9, NUM_CODEBOOKS) and lengths.tolist() == LENGTHS
     valid = lengths_to_mask(lengths, 9)
     assert ((tokens[valid] >= 0) & (tokens[valid] < CODEBOOK_SIZE)).all() and (tokens[~valid] == PAD_ID).all()
-    again, _ = model.generate(**inference_inputs(batch), steps=[4, 2], temperature=0.0)
+    again, _ = model.generate(**inference_inputs(batch), options=greedy)
     assert torch.equal(tokens, again)  # greedy is deterministic
 
 

@@ -1,19 +1,28 @@
 """Stage 11 on tiny random models: exact output lengths, finite audio, scp/rtf outputs, JOB merge."""
+import ast
+import inspect
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from sepalm_espnet.bin import syn_inference
-from sepalm_espnet.data.kaldi_dir import DataDirError, read_kv
+from sepalm_espnet.data.kaldi_dir import read_kv
 from sepalm_espnet.synthesizer.ar_nar import ArNarSynthesizer
+from sepalm_espnet.utils.job_outputs import merge_job_outputs
 from sepalm_espnet.synthesizer.codec import DacCodec, build_dac
 from sepalm_espnet.synthesizer.g2p import TokenList
 from sepalm_espnet.synthesizer.masked import MaskedSynthesizer
-from sepalm_espnet.synthesizer.resynthesize import ResynthesisError, Resynthesizer, merge_outputs, synthesize_scp
+from sepalm_espnet.synthesizer import resynthesize
+from sepalm_espnet.synthesizer.resynthesize import (
+    ResynthesisError,
+    Resynthesizer,
+    SynthesisOptions,
+    synthesize_scp,
+)
 from sepalm_espnet.synthesizer.token_io import write_tokens
 
 FS, HOP, Q, B = 16000, 40, 2, 16
@@ -45,7 +54,8 @@ def models(token_list):
 @pytest.mark.parametrize("kind", ["ar_nar", "masked"])
 @pytest.mark.parametrize("num_samples", [1001, 400, 41])
 def test_output_has_exactly_the_requested_samples(codec, token_list, kind, num_samples):
-    resynthesizer = Resynthesizer(models(token_list)[kind], codec, token_list, top_k=5, guidance_scale=1.5)
+    options = SynthesisOptions(top_k=5, guidance_scale=1.5)
+    resynthesizer = Resynthesizer(models(token_list)[kind], codec, token_list, options)
     est = np.random.default_rng(0).integers(0, B, (codec.num_frames(num_samples), Q))
     wave = resynthesizer.synthesize(est, "h ə l oʊ", [1, 2, 3], num_samples)
     assert wave.shape == (num_samples,) and wave.dtype == np.float32 and np.all(np.isfinite(wave))
@@ -73,26 +83,25 @@ def test_scp_outputs_then_merge_jobs(tmp_path, codec, token_list):
     write_tokens(tmp_path / "est.ark", tmp_path / "est.scp", tokens, B)
     (tmp_path / "phonemes").write_text("".join(f"{k} {v}\n" for k, v in PHONEMES.items()))
     resynthesizer = Resynthesizer(models(token_list)["ar_nar"], codec, token_list)
+    step = tmp_path / "out"
+    (step / "logdir").mkdir(parents=True)
     for job, key in enumerate(lengths, 1):
-        (tmp_path / f"keys.{job}").write_text(f"{key}\n")
-        synthesize_scp(resynthesizer, tmp_path / "est.scp", tmp_path / "wav.scp", tmp_path / f"out.{job}",
-                       phonemes_path=tmp_path / "phonemes", key_file=tmp_path / f"keys.{job}")
-    stats = json.loads((tmp_path / "out.1/rtf.json").read_text())
+        (step / f"logdir/keys.{job}.scp").write_text(f"{key}\n")
+        synthesize_scp(resynthesizer, tmp_path / "est.scp", tmp_path / "wav.scp", step / f"logdir/output.{job}",
+                       phonemes_path=tmp_path / "phonemes", key_file=step / f"logdir/keys.{job}.scp")
+    stats = json.loads((step / "logdir/output.1/rtf.json").read_text())
     timing = stats["components"]["synthesizer"]
     assert timing["calls"] == 1 and timing["audio_s"] == pytest.approx(500 / FS) and stats["rtf"] > 0
 
-    syn_inference.main(["--merge_dirs", str(tmp_path / "out.1"), str(tmp_path / "out.2"),
-                        "--output_dir", str(tmp_path / "out")])
-    speech = read_kv(tmp_path / "out/speech.scp")
+    merge_job_outputs(step, 2)  # the recipe's merger sums the RTF records
+    speech = read_kv(step / "speech.scp")
     assert list(speech) == ["a", "b"]
     for key, path in speech.items():
         audio, fs = sf.read(path)
         assert fs == FS and len(audio) == lengths[key] and sf.info(path).subtype == "PCM_16"
-    merged = json.loads((tmp_path / "out/rtf.json").read_text())
+    merged = json.loads((step / "rtf.json").read_text())
     assert merged["input_audio_s"] == pytest.approx(833 / FS)
     assert merged["components"]["synthesizer"]["calls"] == 2
-    with pytest.raises(DataDirError, match="also in an earlier"):
-        merge_outputs([tmp_path / "out.1", tmp_path / "out"], tmp_path / "dup")
 
 
 @pytest.mark.integration
@@ -100,7 +109,6 @@ def test_bin_loads_an_espnet_experiment(tmp_path, codec, token_list):
     """config.yaml + .pth as ESPnet's trainer writes them, the codec as a DAC weights file."""
     import subprocess
     import sys
-    from pathlib import Path
 
     import yaml
 
@@ -125,3 +133,35 @@ def test_bin_loads_an_espnet_experiment(tmp_path, codec, token_list):
     assert run.returncode == 0, run.stderr[-3000:]
     audio, fs = sf.read(read_kv(tmp_path / "out/speech.scp")["a"])
     assert fs == FS and audio.shape == (777,)
+
+
+def test_both_synthesizers_share_one_generate_signature_and_stage_11_does_not_dispatch():
+    signatures = [inspect.signature(model.generate) for model in (ArNarSynthesizer, MaskedSynthesizer)]
+    names = ["self", "est_tokens", "est_tokens_lengths", "phonemes", "phonemes_lengths", "semantic",
+             "semantic_lengths", "options"]
+    assert [list(signature.parameters) for signature in signatures] == [names, names]
+    assert [p.default for p in signatures[0].parameters.values()] == [p.default for p in signatures[1].parameters.values()]
+    assert signatures[0].parameters["options"].default == SynthesisOptions()
+    tree = ast.parse(Path(resynthesize.__file__).read_text(encoding="utf-8"))
+    type_checks = [ast.unparse(node) for node in ast.walk(tree)
+                   if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "isinstance"]
+    assert not [check for check in type_checks if "Synthesizer" in check], type_checks
+
+
+def test_each_model_takes_the_other_s_options_and_ignores_them(codec, token_list):
+    est = torch.from_numpy(np.random.default_rng(1).integers(0, B, (1, 6, Q)))
+    lengths = torch.tensor([6])
+    phonemes = torch.tensor([token_list.encode("h ə l oʊ")])
+    ar_nar, masked = (models(token_list)[kind].eval() for kind in ("ar_nar", "masked"))
+    greedy = SynthesisOptions(temperature=0.0)
+    ar_only = SynthesisOptions(temperature=0.0, max_length_ratio=1.5, use_cache=False, steps=(2, 1))
+    semantic = dict(semantic=torch.tensor([[1, 2, 3]]), semantic_lengths=torch.tensor([3]))
+    for options in (greedy, ar_only):
+        tokens, _ = ar_nar.generate(est, lengths, phonemes, torch.tensor([phonemes.size(1)]), **semantic, options=options)
+        assert tokens.size(2) == Q
+    masked_default = masked.generate(est, lengths, **semantic, options=SynthesisOptions(temperature=0.0, steps=(2, 1)))
+    masked_other = masked.generate(est, lengths, **semantic, options=SynthesisOptions(
+        temperature=0.0, steps=(2, 1), max_length_ratio=9.0, use_cache=False))
+    assert torch.equal(masked_default[0], masked_other[0]) and masked_default[1].tolist() == [6]
+    with pytest.raises(ValueError, match="conditioned on phonemes"):
+        ar_nar.generate(est, lengths, **semantic)

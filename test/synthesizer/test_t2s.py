@@ -5,7 +5,8 @@ import torch
 from sepalm_espnet.data.kaldi_dir import DataDirError, read_kv
 from sepalm_espnet.synthesizer.g2p import TokenList
 from sepalm_espnet.synthesizer.layers import PAD_ID
-from sepalm_espnet.synthesizer.t2s import TextToSemantic, units_of_text_file
+from sepalm_espnet.synthesizer.t2s import units_of_text_file
+from sepalm_espnet.synthesizer.t2s_model import T2SDecodeOptions, TextToSemantic
 
 PHONEMES = {"a": "h ə l oʊ", "b": "t ɛ s t | m iː"}
 UNITS = {"a": [3, 1, 4, 1, 5], "b": [9, 2, 6]}
@@ -61,3 +62,16 @@ def test_units_file_and_errors(trained, tmp_path):
         units_of_text_file(model, token_list, tmp_path / "phonemes", tmp_path / "all")
     with pytest.raises(ValueError, match="outside"):
         model(*batch(token_list, ["a"])[:2], torch.tensor([[10]]), torch.tensor([1]))
+
+
+def test_decode_options_batch_and_cap_the_units_file(trained, tmp_path):
+    model, token_list, _ = trained
+    (tmp_path / "phonemes").write_text("".join(f"{k} {v}\n" for k, v in PHONEMES.items()))
+    one_by_one = units_of_text_file(model, token_list, tmp_path / "phonemes", tmp_path / "units",
+                                    options=T2SDecodeOptions(batch_size=1))
+    assert one_by_one == {"a": UNITS["a"], "b": UNITS["b"]}
+    capped = units_of_text_file(model, token_list, tmp_path / "phonemes", tmp_path / "capped",
+                                options=T2SDecodeOptions(max_length=2))
+    assert capped == {"a": UNITS["a"][:2], "b": UNITS["b"][:2]}
+    with pytest.raises(ValueError, match="must be positive"):
+        T2SDecodeOptions(batch_size=0)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from sepalm_espnet.data.kaldi_dir import read_kv
-from sepalm_espnet.synthesizer.token_io import TokenIOError, TokenReader, merge_token_scps, token_writer, write_tokens
+from sepalm_espnet.synthesizer.token_io import TokenIOError, TokenReader, token_writer, write_tokens
 
 
 def random_tokens(num_codebooks, num_frames, codebook_size=1024, seed=0):
@@ -52,21 +52,6 @@ def test_failed_write_keeps_the_previous_output(tmp_path):
             raise RuntimeError("killed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.ark", "t.scp"]
     assert np.array_equal(TokenReader(tmp_path / "t.scp")["old"], random_tokens(2, 3))
-
-
-def test_merge_job_scps(tmp_path):
-    for job, keys in ((1, ["b", "d"]), (2, ["a", "c"])):
-        write_tokens(tmp_path / f"t.{job}.ark", tmp_path / f"t.{job}.scp",
-                     {key: random_tokens(2, 4, seed=ord(key)) for key in keys}, codebook_size=1024)
-    jobs = [tmp_path / "t.1.scp", tmp_path / "t.2.scp"]
-    merge_token_scps(jobs, tmp_path / "t.scp", expected_keys="abcd")
-    reader = TokenReader(tmp_path / "t.scp")
-    assert list(reader) == ["a", "b", "c", "d"]
-    assert np.array_equal(reader["c"], random_tokens(2, 4, seed=ord("c")))
-    with pytest.raises(TokenIOError, match="earlier JOB"):
-        merge_token_scps([jobs[0], jobs[0]], tmp_path / "x.scp")
-    with pytest.raises(TokenIOError, match="miss 1 keys"):
-        merge_token_scps(jobs, tmp_path / "x.scp", expected_keys="abcde")
 
 
 def test_reader_refuses_non_token_entries(tmp_path):

@@ -14,6 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from sepalm_espnet.bin import train_tokenizer
 from sepalm_espnet.corrector.prompt import EOA, IGNORE_INDEX, build_prompt
 from sepalm_espnet.corrector.tokenizer import count_unit_tokens, load_tokenizer
+from sepalm_espnet.corrector.units import KMeansQuantizer, save_kmeans
 from sepalm_espnet.tasks.corrector import CorrectorCollateFn, CorrectorPreprocessor, CorrectorTask
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,12 +45,20 @@ def data_dirs(tmp_path_factory):
     return train, valid
 
 
+def kmeans_dir(path, n_clusters):
+    """A k-means dir as stage 6 writes it: the tokenizer takes one token per cluster."""
+    save_kmeans(path, KMeansQuantizer(np.random.default_rng(0).standard_normal((n_clusters, 4)).astype(np.float32)),
+                "logmel", {"n_mels": 4})
+    return path
+
+
 @pytest.fixture(scope="module")
 def tokenizer_dir(data_dirs, tmp_path_factory):
     train, _ = data_dirs
     output = tmp_path_factory.mktemp("exp") / "tokenizer"
+    kmeans = kmeans_dir(tmp_path_factory.mktemp("kmeans"), N_UNITS)
     train_tokenizer.main(
-        ["--text", str(train / "text_pt"), str(train / "text_ct"), "--n_units", str(N_UNITS),
+        ["--text", str(train / "text_pt"), str(train / "text_ct"), "--kmeans_dir", str(kmeans),
          "--output_dir", str(output)]
     )
     return output
@@ -69,9 +78,10 @@ def test_tokenizer_cli_replaces_an_existing_tokenizer(data_dirs, tmp_path):
     train, _ = data_dirs
     for n_units in (4, 8):
         output = ["--output_dir", str(tmp_path / "tok")]
-        train_tokenizer.main(["--text", str(train / "text_ct"), "--n_units", str(n_units), *output])
+        kmeans = kmeans_dir(tmp_path / f"kmeans{n_units}", n_units)
+        train_tokenizer.main(["--text", str(train / "text_ct"), "--kmeans_dir", str(kmeans), *output])
     assert count_unit_tokens(load_tokenizer(tmp_path / "tok")) == 8
-    assert [path.name for path in tmp_path.iterdir()] == ["tok"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["kmeans4", "kmeans8", "tok"]
 
 
 def test_preprocessor_turns_espnet_text_into_ids_and_labels(tokenizer_dir):

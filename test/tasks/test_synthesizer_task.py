@@ -18,7 +18,7 @@ import yaml
 
 from sepalm_espnet.synthesizer.ar_nar import ArNarSynthesizer
 from sepalm_espnet.synthesizer.g2p import TokenList
-from sepalm_espnet.synthesizer.layers import PAD_ID
+from sepalm_espnet.synthesizer.layers import PAD_ID, SynthesisOptions
 from sepalm_espnet.synthesizer.masked import MaskedSynthesizer
 from sepalm_espnet.synthesizer.token_io import TokenReader, write_tokens
 
@@ -166,12 +166,13 @@ def test_one_training_step_of_each_model_then_generate(tmp_path):
 
     ar_nar, config = load_trained(tmp_path / "ar_nar")
     assert config["token_list"] == token_list.tokens
-    tokens, lengths = ar_nar.generate(est_tokens, est_lengths, phonemes, phoneme_lengths, top_k=20, cfg_scale=1.5)
+    tokens, lengths = ar_nar.generate(est_tokens, est_lengths, phonemes, phoneme_lengths,
+                                      options=SynthesisOptions(top_k=20, guidance_scale=1.5))
     assert tokens.shape[2] == MINI_CODEBOOKS and int(lengths.max()) <= math.ceil(1.5 * 10)
 
     masked, config = load_trained(tmp_path / "masked")
     assert config["model_conf"]["condition"] == "semantic" and config["token_list"] is None
     semantic, semantic_lengths = padded_batch([torch.randint(0, SEMANTIC_VOCAB, (n,)) for n in (12, 9)])
     tokens, lengths = masked.generate(est_tokens, est_lengths, semantic=semantic, semantic_lengths=semantic_lengths,
-                                      steps=[4, 1], cfg_scale=1.5)
+                                      options=SynthesisOptions(steps=[4, 1], guidance_scale=1.5))
     assert tokens.shape == (2, 10, MINI_CODEBOOKS) and torch.equal(lengths, est_lengths)

@@ -10,7 +10,7 @@ import yaml
 
 from sepalm_espnet.data.kaldi_dir import read_kv
 from sepalm_espnet.synthesizer.g2p import TokenList
-from sepalm_espnet.synthesizer.t2s import TextToSemantic
+from sepalm_espnet.synthesizer.t2s_model import TextToSemantic
 
 REPO = Path(__file__).resolve().parents[2]
 TUNING = REPO / "egs2/TEMPLATE/sepalm1/conf/tuning"

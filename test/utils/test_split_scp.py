@@ -46,3 +46,29 @@ def test_split_scp_sh(tmp_path):
     command.append("o.4.scp")
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 1 and "cannot split 3 lines into 4" in result.stderr
+
+
+def test_empty_input_is_named(tmp_path):
+    scp = tmp_path / "wav.scp"
+    scp.write_text("")
+    with pytest.raises(DataDirError, match=r"wav.scp: no entries to split"):
+        split_scp(scp, [tmp_path / "1.scp"])
+    with pytest.raises(DataDirError, match=r"wav.scp: no entries to split"):
+        split_scp(scp, [])
+
+
+def test_non_utf8_input_names_file_and_line(tmp_path):
+    scp = tmp_path / "text"
+    scp.write_bytes("a A\nb CAF\u00c9\n".encode("latin-1"))
+    with pytest.raises(DataDirError, match=r"text:2: not UTF-8"):
+        split_scp(scp, [tmp_path / "1.scp"])
+
+
+def test_split_scp_sh_of_an_empty_scp(tmp_path):
+    """The recipe asks for min(nj, lines) = 0 pieces: the error must name the empty file."""
+    (tmp_path / "wav.scp").write_text("")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([str(REPO / "utils" / "split_scp.sh"), "wav.scp"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr == "split_scp: wav.scp: no entries to split\n"

@@ -1,8 +1,10 @@
+# shellcheck shell=bash
 # Job backends, Kaldi style: every stage runs `${cmd} JOB=1:N log.JOB.log command ...`.
 # cmd_backend=local runs jobs on this machine; slurm submits them with sbatch (see
 # conf/slurm.conf, read when present: `key value` lines for partition, gpu, mem, time,
 # num_threads, account, qos, max_jobs_run). Export cmd_backend to switch.
 cmd_backend=${cmd_backend:-local}
+# shellcheck disable=SC2034  # the *_cmd variables are read by sepalm.sh
 
 case "${cmd_backend}" in
     local)

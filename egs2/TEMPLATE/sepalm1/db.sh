@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Corpus roots, one variable per corpus (paper §4.1 training/test corpora, §4.4 out-of-domain sets).
 # Empty means "not available here"; local/data.sh names the variable when it needs one.
 # The mini recipe synthesizes its own data and needs none of these.

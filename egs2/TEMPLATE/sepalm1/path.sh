@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by sepalm.sh: activates the toolkit's venv and puts utils/ on PATH.
 MAIN_ROOT=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../../.." && pwd)
 export MAIN_ROOT

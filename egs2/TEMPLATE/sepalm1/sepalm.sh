@@ -1,15 +1,9 @@
 #!/usr/bin/env bash
-# SepALM recipe: separate, correct in the text domain, re-synthesize, align.
-# The one stage script every egs2/<corpus>/sepalm1/run.sh calls. Stage numbers are a public
-# interface (design.md). Each stage skips work a previous run finished (.done markers) and
-# moves outputs into place only when complete.
+# SepALM recipe: separate, correct in the text domain, re-synthesize, align. The one stage
+# script of every egs2/<corpus>/sepalm1/run.sh; stage numbers are a public interface. Steps sign
+# their options and input files (scripts/stage_lib.sh). Stage 4 writes one per-estimate Kaldi dir
+# per set (keys <utt>_spk<n>: wav.scp, ref.scp, text); later stages read and write plain dirs.
 set -euo pipefail
-
-log() {
-    local fname=${BASH_SOURCE[1]##*/}
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2
-}
-fail() { log "error: $*"; exit 1; }
 
 # General
 stage=1                # first stage to run
@@ -36,13 +30,11 @@ sep_config=conf/train_sep.yaml  # ESPnet enh training config (separator: sepform
 sep_tag=                        # experiment name (default: the config file's name)
 sep_args=                       # extra training options, e.g. "--max_epoch 1"
 sep_inference_model=valid.si_snr_loss.ave.pth  # checkpoint that separates in stage 4
-sep_segment_sec=8.0             # long inputs are separated in segments of this length
-sep_hop_sec=4.0                 # segment shift (overlap = segment - hop)
+sep_inference_config=           # decoding options (segment_sec, hop_sec); empty: the library's defaults
 
 # ASR teacher (stage 5): Whisper transcripts, the corrector's distillation targets
 asr_backend=whisper             # whisper (openai-whisper) or faster_whisper (CTranslate2)
 asr_model=tiny                  # whisper: name or .pt file; faster_whisper: model dir (paper: Whisper-tiny)
-asr_batch_size=8                # utterances per teacher call
 
 # Speech units (stage 6)
 unit_feature=hubert             # hubert (paper: mHuBERT layer 11) or logmel (offline mini recipes)
@@ -58,10 +50,8 @@ cor_args=                       # extra training options
 cor_base_tokenizer=             # the pretrained LM's tokenizer (dir or hub id); empty: SentencePiece on train transcripts
 cor_vocab_size=500              # SentencePiece vocabulary when training one
 cor_inference_model=valid.acc.ave.pth  # checkpoint that corrects in stage 8
-cor_inference_args=             # bin/cor_inference.py options, e.g. "--zero_shot" (Table 3 h), "--do_sample false"
-cor_inference_tag=              # name of that decoding (default: made from cor_inference_args)
-cor_cascade_lm=                 # Table 3 (e): stage 8 runs the cascade instead, Whisper N-best (beam 3)
-                                #   corrected by this local causal LM directory (generative error correction)
+cor_inference_config=           # decoding options (e.g. conf/tuning/decode_cor_zero_shot.yaml, Table 3 h)
+cor_cascade_lm=                 # Table 3 (e/f): stage 8 runs Whisper N-best corrected by this causal LM dir instead
 
 # Codec and synthesizer (stages 9-11)
 codec=16khz                     # DAC release tag or weights file (paper: DAC 16 kHz, 12 codebooks x 1024)
@@ -71,11 +61,11 @@ syn_config=conf/train_syn.yaml  # synthesizer training config (model: ar_nar or 
 syn_tag=                        # experiment name (default: the config file's name)
 syn_args=                       # extra training options
 syn_inference_model=valid.loss.ave.pth  # checkpoint that synthesizes in stage 11
-syn_inference_args=             # bin/syn_inference.py options, e.g. "--guidance_scale 1.5"
-t2s_config=conf/train_t2s.yaml  # text-to-semantic model of a masked synthesizer with `condition: semantic`
+syn_inference_config=           # decoding options (temperature, top_k, guidance_scale, ...)
+t2s_config=                     # text-to-semantic config: set it for a synthesizer with `condition: semantic`
 t2s_tag=                        # experiment name (default: the config file's name)
 t2s_args=                       # extra training options
-t2s_inference_model=valid.acc.ave.pth  # checkpoint that predicts semantic tokens in stage 11
+t2s_inference_model=valid.acc.ave.pth  # checkpoint that predicts semantic units in stage 11
 
 # Aligner (stages 12, 13)
 ali_config=conf/train_ali.yaml  # aligner training config (model: stft_cnn)
@@ -86,7 +76,7 @@ ali_inference_model=valid.loss.ave.pth  # checkpoint that aligns in stage 13
 # Scoring (stage 14)
 sim_backend=resemblyzer         # speaker similarity: resemblyzer (GE2E, ships in its wheel) or wavlm
 sim_model=                      # wavlm: WavLMForXVector dir or hub id (paper: WavLM speaker verification)
-rtf_utterances=4                # RTF per component: this many test mixtures, cut or looped to 5 s
+score_args=                     # extra bin/score_systems.py options, e.g. "--rtf_utterances 8"
 
 # Packing (stage 15) and upload (stage 16)
 packed_name=                    # archive name (default: sepalm_<sep_tag>)
@@ -100,17 +90,17 @@ Stages:
    1  local/data.sh: Kaldi data dirs (wav.scp, spk1.scp, spk2.scp, noise1.scp, text_spk1/2)
    2  format: resample to --fs, downmix, dump to ${dumpdir}/raw/<set>, utt2num_samples
    3  separator: collect stats + train SepFormer (ESPnet enh task)
-   4  separator inference on train, dev and test sets
+   4  separator inference on every set + the per-estimate data dirs
    5  ASR teacher transcripts (Whisper greedy) of separated and clean speech
    6  speech units (HuBERT or log-mel features + k-means) of separated speech
    7  corrector fine-tuning (audio LM, LoRA, chain-of-thought targets)
    8  corrector inference: preliminary + corrected transcripts (or the cascade, --cor_cascade_lm)
    9  DAC tokens of separated and clean speech (training a codec with --codec_config); G2P
-  10  synthesizer training (AR+NAR or masked codec LM; + text-to-semantic for condition: semantic)
+  10  synthesizer training (AR+NAR or masked codec LM; + text-to-semantic with --t2s_config)
   11  synthesizer inference: refined speech
   12  aligner training
   13  SepALM output of the test sets (aligned separated and refined speech)
-  14  scoring: SI-SNRi SDRi PESQi ESTOIi WER SIM RTF -> RESULTS.md
+  14  scoring of every registered system: SI-SNRi SDRi PESQi ESTOIi WER SIM RTF -> RESULTS.md
   15  pack a model-zoo archive
   16  upload to the Hugging Face hub (skipped unless --skip_upload_hf false)
 "
@@ -118,772 +108,393 @@ Stages:
 . utils/parse_options.sh
 . ./path.sh
 . ./cmd.sh
-
-[ "${stage}" -le "${stop_stage}" ] || fail "--stage ${stage} is after --stop_stage ${stop_stage}"
-[ "${stage}" -ge 1 ] && [ "${stop_stage}" -le 16 ] || fail "stages are 1 to 16"
-
 # shellcheck source=scripts/stage_lib.sh
 . "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/scripts/stage_lib.sh"
+
+# Options are checked before any stage touches a file (parse_options.sh: integers are integers).
+if [ "${nj}" -lt 1 ] || [ "${inference_nj}" -lt 1 ] || [ "${num_nodes}" -lt 1 ] || [ "${ngpu}" -lt 0 ]; then
+    fail "--nj, --inference_nj and --num_nodes must be at least 1, --ngpu at least 0"
+fi
+if [ "${stage}" -lt 1 ] || [ "${stop_stage}" -gt 16 ] || [ "${stage}" -gt "${stop_stage}" ]; then
+    fail "--stage ${stage} --stop_stage ${stop_stage}: stages run from 1 to 16, in order"
+fi
+case "${audio_format}" in wav | flac) ;; *) fail "--audio_format ${audio_format}: wav or flac" ;; esac
+case "${asr_backend}" in whisper | faster_whisper) ;; *) fail "--asr_backend ${asr_backend}: whisper or faster_whisper" ;; esac
+case "${unit_feature}" in hubert | logmel) ;; *) fail "--unit_feature ${unit_feature}: hubert or logmel" ;; esac
+case "${sim_backend}" in resemblyzer | wavlm) ;; *) fail "--sim_backend ${sim_backend}: resemblyzer or wavlm" ;; esac
+for _config in "${sep_inference_config}" "${cor_inference_config}" "${syn_inference_config}" "${codec_config}" "${t2s_config}"; do
+    [ -z "${_config}" ] || [ -f "${_config}" ] || fail "${_config}: config file not found"
+done
+for _dir in "${dumpdir}" "${expdir}"; do
+    [[ ${_dir} =~ ^[A-Za-z0-9_./-]+$ ]] || fail "'${_dir}': use a directory path without spaces or special characters"
+done
 
 is_skipped() {
     case " ${skip_stages} " in *" $1 "*) return 0 ;; esac
     [ "$1" -eq 16 ] && [ "${skip_upload_hf}" = true ]
 }
 runs() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ] && ! is_skipped "$1"; }
-all_sets() { echo "${train_set} ${valid_set} ${test_sets}"; }
 config_tag() { basename "$(readlink -f "$1")" .yaml; }
+read -ra test_set_list <<< "${test_sets}"
+all_sets=("${train_set}" "${valid_set}" "${test_set_list[@]}")
+device=cpu
+[ "${ngpu}" -eq 0 ] || device=cuda
 
-[ -n "${sep_tag}" ] || sep_tag=$(config_tag "${sep_config}")
-[ -n "${cor_tag}" ] || cor_tag=$(config_tag "${cor_config}")
-[ -n "${syn_tag}" ] || syn_tag=$(config_tag "${syn_config}")
-[ -n "${ali_tag}" ] || ali_tag=$(config_tag "${ali_config}")
-[ -n "${t2s_tag}" ] || t2s_tag=$(config_tag "${t2s_config}")
+sep_tag=${sep_tag:-$(config_tag "${sep_config}")}
+cor_tag=${cor_tag:-$(config_tag "${cor_config}")}
+syn_tag=${syn_tag:-$(config_tag "${syn_config}")}
+ali_tag=${ali_tag:-$(config_tag "${ali_config}")}
+cor_inference_tag=default
+[ -z "${cor_inference_config}" ] || cor_inference_tag=$(config_tag "${cor_inference_config}")
 [ -z "${cor_cascade_lm}" ] || cor_inference_tag=cascade_$(basename "${cor_cascade_lm}")
-if [ -z "${cor_inference_tag}" ]; then
-    cor_inference_tag=$(echo "${cor_inference_args}" | sed -e 's/--//g' -e 's/[^A-Za-z0-9.]\+/_/g' -e 's/^_//' -e 's/_$//')
-    [ -n "${cor_inference_tag}" ] || cor_inference_tag=default
-fi
-if [ -n "${codec_config}" ]; then
-    codec_tag=$(config_tag "${codec_config}")
-    codec_file=${expdir}/codec_${codec_tag}/codec.pth
-else
-    codec_tag=$(basename "${codec}" .pth)
-    codec_file=${codec}
-fi
+codec_tag=$(basename "${codec}" .pth)
+[ -z "${codec_config}" ] || codec_tag=$(config_tag "${codec_config}")
+codec_file=${codec}
+[ -z "${codec_config}" ] || codec_file=${expdir}/codec_${codec_tag}/codec.pth
 kmeans_dir=${unit_kmeans:-${expdir}/kmeans_${unit_feature}${unit_clusters}}
+# A synthesizer with `condition: semantic` (the paper's masked one) learns from units of the
+# clean speech and decodes from units a text-to-semantic model predicts.
+uses_semantic() { [ -n "${t2s_config}" ]; }
 
 sep_exp=${expdir}/sep_${sep_tag}
-sep_stats_dir=${expdir}/sep_stats_${fs}
 cor_exp=${expdir}/cor_${cor_tag}
 cor_decode=${cor_exp}/decode_${cor_inference_tag}
 syn_exp=${expdir}/syn_${syn_tag}
-t2s_exp=${expdir}/t2s_${t2s_tag}
+t2s_exp=${expdir}/t2s_${t2s_tag:-$([ -z "${t2s_config}" ] || config_tag "${t2s_config}")}
 syn_decode=${syn_exp}/decode_${cor_tag}_${cor_inference_tag}
 ali_exp=${expdir}/ali_${ali_tag}
 ali_decode=${ali_exp}/decode_${syn_tag}_${cor_tag}_${cor_inference_tag}
-# Per-set outputs derived from the separator's estimates live beside them.
-sep_decode_of() { echo "${sep_exp}/decode/$1"; }
-teacher_of() { echo "${sep_exp}/decode/$1/teacher"; }
-units_of() { echo "${sep_exp}/decode/$1/units_$(basename "${kmeans_dir}")"; }
-codec_tokens_of() { echo "${sep_exp}/decode/$1/codec_${codec_tag}"; }
-# A masked synthesizer with `condition: semantic` (the paper's) is conditioned on units that a
-# text-to-semantic model predicts from the corrected text; it learns them from units of the
-# clean speech (stages 6 and 10).
-syn_condition=$([ -f "${syn_config}" ] && ${python} -c 'import sys, yaml
-print((yaml.safe_load(open(sys.argv[1])).get("model_conf") or {}).get("condition", ""))' "${syn_config}" || true)
-uses_semantic() { [ "${syn_condition}" = semantic ]; }
-
-
+token_list=${cor_decode}/phoneme_token_list.txt
+# Per-set dirs derived from the estimates live beside them: <decode>/<set>/{teacher,<units>,<tokens>}.
+sep_decode=${sep_exp}/decode
+units_name=units_$(basename "${kmeans_dir}")
+tokens_name=codec_${codec_tag}
+read -ra codec_args_list <<< "${codec_args}"
+read -ra score_args_list <<< "${score_args}"
 
 if runs 1; then
-    log "Stage 1: data preparation: local/data.sh ${local_data_opts}"
-    signature="local/data.sh ${local_data_opts}"
-    if is_done data "${signature}"; then
-        log "Stage 1: data/ is up to date, skipped"
-    else
-        # shellcheck disable=SC2086
-        local/data.sh ${local_data_opts}
-        for dset in $(all_sets); do
-            validate_data_dir.sh "data/${dset}"
+    signature="script=$(files_sum local/data.sh) options=${local_data_opts}"
+    if step_needed data "${signature}"; then
+        log "Stage 1: data preparation: local/data.sh ${local_data_opts}"
+        read -ra _opts <<< "${local_data_opts}"
+        local/data.sh "${_opts[@]}"
+        for dset in "${all_sets[@]}"; do
+            validate_data_dir.sh --check_audio "data/${dset}"
         done
-        mark_done data "${signature}"
+        step_done data "${signature}"
     fi
 fi
 
 if runs 2; then
-    log "Stage 2: format audio at ${fs} Hz (${audio_format}) into ${dumpdir}/raw"
-    for dset in $(all_sets); do
-        out=${dumpdir}/raw/${dset}
-        signature="fs=${fs} audio_format=${audio_format} src=$(cat "data/${dset}/wav.scp" | md5sum)"
-        if is_done "${out}" "${signature}"; then
-            log "Stage 2: ${out} is up to date, skipped"
-            continue
-        fi
-        # Audio files are each written atomically and kept by a resumed run with the same
-        # options; the Kaldi files appear only after the merge has checked every shard.
-        start_or_resume "${out}" "${signature}"
-        _nj=$(split_keys "data/${dset}/wav.scp" "${out}/logdir" "${nj}")
-        ${train_cmd} JOB=1:"${_nj}" "${out}/logdir/format.JOB.log" \
-            ${python} -m sepalm_espnet.bin.format_data_dir shard "data/${dset}" "${out}" \
-                --fs "${fs}" --audio_format "${audio_format}" \
-                --key_file "${out}/logdir/keys.JOB.scp" --shard_name JOB
-        ${python} -m sepalm_espnet.bin.format_data_dir merge "data/${dset}" "${out}" --num_shards "${_nj}"
-        mark_done "${out}" "${signature}"
+    log "Stage 2: format every set at ${fs} Hz (${audio_format}) into ${dumpdir}/raw, then check lengths"
+    steps_begin format "${nj}" 0
+    for dset in "${all_sets[@]}"; do
+        signature="fs=${fs} audio_format=${audio_format} data=$(dir_sum "data/${dset}")"
+        steps_add "${dumpdir}/raw/${dset}" "${signature}" "data/${dset}/wav.scp" --src_dir "data/${dset}"
     done
+    steps_run sepalm_espnet.bin.format_data_dir shard --fs "${fs}" --audio_format "${audio_format}"
+    for _dir in "${_steps_dirs[@]}"; do
+        "${python}" -m sepalm_espnet.bin.format_data_dir finish --src_dir "data/${_dir##*/}" --dir "${_dir}"
+    done
+    steps_done
 fi
-
-# ESPnet data options of the enh task: the mixture and one reference per speaker.
-enh_data_opts() {
-    local split=$1 dir=$2 n
-    echo "--${split}_data_path_and_name_and_type ${dir}/wav.scp,speech_mix,sound"
-    for n in $(seq "$(num_speakers "${dir}")"); do
-        echo "--${split}_data_path_and_name_and_type ${dir}/spk${n}.scp,speech_ref${n},sound"
-    done
-}
 
 if runs 3; then
     log "Stage 3: separator (${sep_config})"
-    train_task sep sep_train "${sep_config}" "--sample_rate ${fs} ${sep_args}" "${sep_stats_dir}" "${sep_exp}" \
-        "${sep_inference_model}" "${dumpdir}/raw/${train_set}" "${dumpdir}/raw/${valid_set}" enh_data_opts wav.scp speech_mix
+    _train=("${dumpdir}/raw/${train_set}/wav.scp,speech_mix,sound")
+    _valid=("${dumpdir}/raw/${valid_set}/wav.scp,speech_mix,sound")
+    for _n in 1 2 3 4 5 6 7 8 9; do
+        [ -f "${dumpdir}/raw/${train_set}/spk${_n}.scp" ] || break
+        _train+=("${dumpdir}/raw/${train_set}/spk${_n}.scp,speech_ref${_n},sound")
+        _valid+=("${dumpdir}/raw/${valid_set}/spk${_n}.scp,speech_ref${_n},sound")
+    done
+    _args=(--sample_rate "${fs}")
+    train_task sep sep_train "${sep_config}" "${expdir}/sep_stats_${fs}" "${sep_exp}" \
+        "${sep_inference_model}" speech_mix _train _valid _args "${sep_args}"
 fi
 
 if runs 4; then
-    [ -e "${sep_exp}/${sep_inference_model}" ] || fail "${sep_exp}/${sep_inference_model} not found: run stage 3"
-    model_signature="model=$(md5sum < "${sep_exp}/${sep_inference_model}") segment=${sep_segment_sec}/${sep_hop_sec}"
-    for dset in $(all_sets); do
+    log "Stage 4: separate every set with ${sep_exp}/${sep_inference_model}"
+    steps_begin separate
+    for dset in "${all_sets[@]}"; do
         _data=${dumpdir}/raw/${dset}
-        _dir=$(sep_decode_of "${dset}")
-        signature="${model_signature} data=$(md5sum < "${_data}/.done")"
-        if is_done "${_dir}" "${signature}"; then
-            log "Stage 4: ${_dir} is up to date, skipped"
-            continue
-        fi
-        log "Stage 4: separate ${_data} into ${_dir}"
-        start_split "${_data}/wav.scp" "${_dir}" "${signature}"
-        ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_logdir}/separate.JOB.log" \
-            ${python} -m sepalm_espnet.bin.sep_inference --wav_scp "${_data}/wav.scp" \
-                --key_file "${_logdir}/keys.JOB.scp" --output_dir "${_logdir}/output.JOB" \
-                --model_file "${sep_exp}/${sep_inference_model}" --train_config "${sep_exp}/config.yaml" \
-                --fs "${fs}" --segment_sec "${sep_segment_sec}" --hop_sec "${sep_hop_sec}" --ngpu "${ngpu}"
-        for n in $(seq "$(num_speakers "${_logdir}/output.1")"); do
-            cat "${_logdir}"/output.*/spk"${n}".scp | LC_ALL=C sort > "${_dir}/spk${n}.scp.tmp"
-            mv "${_dir}/spk${n}.scp.tmp" "${_dir}/spk${n}.scp"
-        done
-        # Speaker order: estimates are matched to the references once, here, by PIT (SI-SNR);
-        # every later stage reads this permutation.
-        if [ ! -f "${_data}/spk1.scp" ]; then
-            log "Stage 4: ${_data} has no references: no permutation for ${dset}"
-            mark_done "${_dir}" "${signature}"
-            continue
-        fi
-        ${decode_cmd} JOB=1:"${_nj}" "${_logdir}/permutation.JOB.log" \
-            ${python} -m sepalm_espnet.bin.score_separation --permutation_only \
-                --ref_dir "${_data}" --est_dir "${_dir}" --key_file "${_logdir}/keys.JOB.scp" \
-                --out_dir "${_logdir}/pit.JOB"
-        cat "${_logdir}"/pit.*/permutation | LC_ALL=C sort > "${_dir}/permutation.tmp"
-        mv "${_dir}/permutation.tmp" "${_dir}/permutation"
-        mark_done "${_dir}" "${signature}"
+        signature="model=$(files_sum "${sep_exp}/${sep_inference_model}") config=${sep_inference_config} data=$(dir_sum "${_data}")"
+        steps_add "${sep_decode}/${dset}" "${signature}" "${_data}/wav.scp" --data_dir "${_data}"
     done
+    steps_run sepalm_espnet.bin.sep_inference --model_file "${sep_exp}/${sep_inference_model}" \
+        --train_config "${sep_exp}/config.yaml" --fs "${fs}" --device "${device}" ${sep_inference_config:+--config "${sep_inference_config}"}
+    steps_done
+    register_system "SepFormer (${sep_tag})" separator_only "${sep_exp}/decode/{set}/wav.scp"
 fi
 
 if runs 5; then
-    for dset in $(all_sets); do
-        _data=${dumpdir}/raw/${dset}
-        _dec=$(sep_decode_of "${dset}")
-        _dir=$(teacher_of "${dset}")
-        [ -f "${_dec}/permutation" ] || fail "${_dec}/permutation not found: stage 5 needs references (run stage 4)"
-        signature="teacher=${asr_backend}:${asr_model} estimates=$(done_sum "${_dec}")"
-        if is_done "${_dir}" "${signature}"; then
-            log "Stage 5: ${_dir} is up to date, skipped"
-            continue
-        fi
-        log "Stage 5: ${asr_backend} ${asr_model} transcripts of ${_dec} and of its references into ${_dir}"
-        start_split "${_dec}/spk1.scp" "${_dir}" "${signature}"
-        n_spk=$(num_speakers "${_dec}")
-        # shellcheck disable=SC2046
-        ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_logdir}/teacher.JOB.log" \
-            ${python} -m sepalm_espnet.bin.asr_teacher --backend "${asr_backend}" --model "${asr_model}" \
-                --batch_size "${asr_batch_size}" --device "$([ "${ngpu}" -gt 0 ] && echo cuda || echo cpu)" \
-                --key_file "${_logdir}/keys.JOB.scp" \
-                --wav_scp $(speaker_files "${_dec}" "${n_spk}" spk%n.scp) \
-                --output $(speaker_files "${_logdir}" "${n_spk}" text_pt_spk%n.JOB) \
-            '&&' ${python} -m sepalm_espnet.bin.asr_teacher --backend "${asr_backend}" --model "${asr_model}" \
-                --batch_size "${asr_batch_size}" --device "$([ "${ngpu}" -gt 0 ] && echo cuda || echo cpu)" \
-                --key_file "${_logdir}/keys.JOB.scp" --permutation "${_dec}/permutation" \
-                --wav_scp $(speaker_files "${_data}" "${n_spk}" spk%n.scp) \
-                --output $(speaker_files "${_logdir}" "${n_spk}" text_ct_spk%n.JOB)
-        for n in $(seq "${n_spk}"); do
-            merge_jobs "${_dir}/text_pt_spk${n}" "${_logdir}/text_pt_spk${n}" "${_nj}"
-            merge_jobs "${_dir}/text_ct_spk${n}" "${_logdir}/text_ct_spk${n}" "${_nj}"
-        done
-        # Ground truth, where the corpus has it, in the same (estimate) order for scoring.
-        if [ -f "${_data}/text_spk1" ]; then
-            # shellcheck disable=SC2046
-            ${python} -m sepalm_espnet.bin.speaker_files reorder --permutation "${_dec}/permutation" \
-                --input $(speaker_files "${_data}" "${n_spk}" text_spk%n) \
-                --output $(speaker_files "${_dir}" "${n_spk}" text_gt_spk%n)
-        fi
-        mark_done "${_dir}" "${signature}"
+    log "Stage 5: ${asr_backend} ${asr_model} transcripts of the estimates (text_pt) and references (text_ct)"
+    steps_begin teacher
+    for dset in "${all_sets[@]}"; do
+        _est=${sep_decode}/${dset}
+        signature="teacher=${asr_backend}:${asr_model} inputs=$(files_sum "${_est}/wav.scp" "${_est}/ref.scp")"
+        steps_add "${sep_decode}/${dset}/teacher" "${signature}" "${_est}/wav.scp" --wav_scp "${_est}/wav.scp" "${_est}/ref.scp"
     done
+    steps_run sepalm_espnet.bin.asr_teacher --backend "${asr_backend}" --model "${asr_model}" --device "${device}" \
+        --output_names text_pt text_ct
+    steps_done
 fi
 
 if runs 6; then
-    _train_dec=$(sep_decode_of "${train_set}")
-    if [ -n "${unit_kmeans}" ]; then
-        [ -f "${kmeans_dir}/centers.npy" ] || fail "--unit_kmeans ${unit_kmeans}: no centers.npy (see bin/fit_kmeans.py)"
-    else
-        hubert_opts=()
-        [ "${unit_feature}" = hubert ] && hubert_opts=(--hubert_dir "${unit_hubert}" --layer "${unit_layer}")
-        signature="feature=${unit_feature} ${hubert_opts[*]} clusters=${unit_clusters} train=$(done_sum "${_train_dec}")"
-        if is_done "${kmeans_dir}" "${signature}"; then
-            log "Stage 6: ${kmeans_dir} is up to date, skipped"
-        else
-            log "Stage 6: fit ${unit_clusters}-means on ${unit_feature} features of ${_train_dec}"
-            start_or_resume "${kmeans_dir}" "${signature}"
-            # shellcheck disable=SC2046
+    if [ -z "${unit_kmeans}" ]; then
+        _train_scp=${sep_decode}/${train_set}/wav.scp
+        _hubert=()
+        [ "${unit_feature}" = logmel ] || _hubert=(--hubert_dir "${unit_hubert}" --layer "${unit_layer}")
+        signature="feature=${unit_feature} ${_hubert[*]} clusters=${unit_clusters} train=$(files_sum "${_train_scp}")"
+        if step_needed "${kmeans_dir}" "${signature}"; then
+            log "Stage 6: fit ${unit_clusters}-means on ${unit_feature} features of ${_train_scp}"
             ${train_cmd} --gpu "${ngpu}" "${kmeans_dir}/logdir/fit_kmeans.log" \
-                ${python} -m sepalm_espnet.bin.fit_kmeans --feature_type "${unit_feature}" "${hubert_opts[@]}" \
-                    --n_clusters "${unit_clusters}" --output_dir "${kmeans_dir}" \
-                    --device "$([ "${ngpu}" -gt 0 ] && echo cuda || echo cpu)" \
-                    --wav_scp $(speaker_files "${_train_dec}" "$(num_speakers "${_train_dec}")" spk%n.scp)
-            mark_done "${kmeans_dir}" "${signature}"
+                "${python}" -m sepalm_espnet.bin.fit_kmeans --feature_type "${unit_feature}" "${_hubert[@]}" \
+                    --n_clusters "${unit_clusters}" --wav_scp "${_train_scp}" --output_dir "${kmeans_dir}" --device "${device}"
+            step_done "${kmeans_dir}" "${signature}"
         fi
     fi
-    for dset in $(all_sets); do
-        _dec=$(sep_decode_of "${dset}")
-        _dir=$(units_of "${dset}")
-        _with_refs=false
+    log "Stage 6: speech units of the estimates$(uses_semantic && echo ' (and of the train/valid references)')"
+    steps_begin units
+    for dset in "${all_sets[@]}"; do
+        _est=${sep_decode}/${dset}
+        _io=(--wav_scp "${_est}/wav.scp" --output_names units)
         if uses_semantic && { [ "${dset}" = "${train_set}" ] || [ "${dset}" = "${valid_set}" ]; }; then
-            _with_refs=true
+            _io=(--wav_scp "${_est}/wav.scp" "${_est}/ref.scp" --output_names units units_ref)
         fi
-        signature="kmeans=$(md5sum < "${kmeans_dir}/centers.npy") estimates=$(done_sum "${_dec}") refs=${_with_refs}"
-        if is_done "${_dir}" "${signature}"; then
-            log "Stage 6: ${_dir} is up to date, skipped"
-            continue
-        fi
-        log "Stage 6: speech units of ${_dec}$(${_with_refs} && echo ' and of its references') into ${_dir}"
-        start_split "${_dec}/spk1.scp" "${_dir}" "${signature}"
-        n_spk=$(num_speakers "${_dec}")
-        _ref_units=()
-        if ${_with_refs}; then
-            # shellcheck disable=SC2046
-            ${python} -m sepalm_espnet.bin.speaker_files reorder --permutation "${_dec}/permutation" \
-                --input $(speaker_files "${dumpdir}/raw/${dset}" "${n_spk}" spk%n.scp) \
-                --output $(speaker_files "${_logdir}" "${n_spk}" ref_spk%n.scp)
-            # shellcheck disable=SC2207
-            _ref_units=('&&' ${python} -m sepalm_espnet.bin.extract_units --kmeans_dir "${kmeans_dir}"
-                --device "$([ "${ngpu}" -gt 0 ] && echo cuda || echo cpu)" --key_file "${_logdir}/keys.JOB.scp"
-                $([ -n "${unit_hubert}" ] && echo "--hubert_dir ${unit_hubert}")
-                --wav_scp $(speaker_files "${_logdir}" "${n_spk}" ref_spk%n.scp)
-                --output $(speaker_files "${_logdir}" "${n_spk}" units_ref_spk%n.JOB))
-        fi
-        # shellcheck disable=SC2046
-        ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_logdir}/units.JOB.log" \
-            ${python} -m sepalm_espnet.bin.extract_units --kmeans_dir "${kmeans_dir}" \
-                --device "$([ "${ngpu}" -gt 0 ] && echo cuda || echo cpu)" --key_file "${_logdir}/keys.JOB.scp" \
-                $([ -n "${unit_hubert}" ] && echo "--hubert_dir ${unit_hubert}") \
-                --wav_scp $(speaker_files "${_dec}" "${n_spk}" spk%n.scp) \
-                --output $(speaker_files "${_logdir}" "${n_spk}" units_spk%n.JOB) "${_ref_units[@]}"
-        for n in $(seq "${n_spk}"); do
-            merge_jobs "${_dir}/units_spk${n}" "${_logdir}/units_spk${n}" "${_nj}"
-            ! ${_with_refs} || merge_jobs "${_dir}/units_ref_spk${n}" "${_logdir}/units_ref_spk${n}" "${_nj}"
-        done
-        mark_done "${_dir}" "${signature}"
+        signature="kmeans=$(files_sum "${kmeans_dir}/centers.npy") inputs=$(files_sum "${_est}/wav.scp" "${_est}/ref.scp") ${_io[*]}"
+        steps_add "${sep_decode}/${dset}/${units_name}" "${signature}" "${_est}/wav.scp" "${_io[@]}"
     done
+    steps_run sepalm_espnet.bin.extract_units --kmeans_dir "${kmeans_dir}" --device "${device}" \
+        ${unit_hubert:+--hubert_dir "${unit_hubert}"}
+    steps_done
 fi
 
-# The corrector's examples: one per separated speaker (keys <utt>_spk<n>), units of ŝ and the
-# teacher's transcripts of ŝ (text_pt) and of the matched clean reference (text_ct).
-cor_data_dir() { echo "${cor_exp}/data/$1"; }
-make_cor_data() {
-    local dset=$1 dir
-    dir=$(cor_data_dir "${dset}")
-    local units teacher n_spk signature name
-    units=$(units_of "${dset}")
-    teacher=$(teacher_of "${dset}")
-    signature="units=$(done_sum "${units}") teacher=$(done_sum "${teacher}")"
-    is_done "${dir}" "${signature}" && return 0
-    start_or_resume "${dir}" "${signature}"
-    n_spk=$(num_speakers "$(sep_decode_of "${dset}")")
-    # shellcheck disable=SC2046
-    ${python} -m sepalm_espnet.bin.speaker_files flatten \
-        --input $(speaker_files "${units}" "${n_spk}" units_spk%n) --output "${dir}/units"
-    for name in text_pt text_ct text_gt; do
-        [ -f "${teacher}/${name}_spk1" ] || continue
-        # shellcheck disable=SC2046
-        ${python} -m sepalm_espnet.bin.speaker_files flatten \
-            --input $(speaker_files "${teacher}" "${n_spk}" "${name}_spk%n") --output "${dir}/${name}"
-    done
-    mark_done "${dir}" "${signature}"
-}
-cor_data_opts() {
-    local split=$1 dir=$2 name
-    for name in units text_pt text_ct; do
-        echo "--${split}_data_path_and_name_and_type ${dir}/${name},${name},text"
-    done
+# The corrector's examples, one per estimate: units of ŝ, the teacher's transcripts of ŝ and of s.
+cor_data() {
+    local teacher=${sep_decode}/$1/teacher
+    echo "${sep_decode}/$1/${units_name}/units,units,text" "${teacher}/text_pt,text_pt,text" "${teacher}/text_ct,text_ct,text"
 }
 
 if runs 7; then
-    log "Stage 7: corrector (${cor_config})"
-    for dset in ${train_set} ${valid_set}; do
-        make_cor_data "${dset}"
-    done
     _tokenizer=${cor_exp}/tokenizer
-    _n_units=$(${python} -c "import numpy, sys; print(len(numpy.load(sys.argv[1])))" "${kmeans_dir}/centers.npy")
-    _train=$(cor_data_dir "${train_set}")
-    signature="base=${cor_base_tokenizer} vocab=${cor_vocab_size} units=${_n_units} train=$(done_sum "${_train}")"
-    if is_done "${_tokenizer}" "${signature}"; then
-        log "Stage 7: ${_tokenizer} is up to date, skipped"
-    else
+    _teacher=${sep_decode}/${train_set}/teacher
+    signature="base=${cor_base_tokenizer} vocab=${cor_vocab_size} kmeans=$(files_sum "${kmeans_dir}/centers.npy") text=$(files_sum "${_teacher}/text_pt" "${_teacher}/text_ct")"
+    if step_needed "${_tokenizer}" "${signature}"; then
+        log "Stage 7, step 1: corrector tokenizer into ${_tokenizer}"
+        _source=(--text "${_teacher}/text_pt" "${_teacher}/text_ct" --vocab_size "${cor_vocab_size}")
+        [ -z "${cor_base_tokenizer}" ] || _source=(--base_tokenizer "${cor_base_tokenizer}")
         # train_tokenizer replaces the whole directory: its log lives beside it.
-        rm -f "${_tokenizer}/.done"
-        mkdir -p "${cor_exp}/logdir"
-        if [ -n "${cor_base_tokenizer}" ]; then
-            _source=(--base_tokenizer "${cor_base_tokenizer}")
-        else
-            _source=(--text "${_train}/text_pt" "${_train}/text_ct" --vocab_size "${cor_vocab_size}")
-        fi
         ${train_cmd} "${cor_exp}/logdir/train_tokenizer.log" \
-            ${python} -m sepalm_espnet.bin.train_tokenizer "${_source[@]}" --n_units "${_n_units}" \
+            "${python}" -m sepalm_espnet.bin.train_tokenizer "${_source[@]}" --kmeans_dir "${kmeans_dir}" \
                 --output_dir "${_tokenizer}"
-        mark_done "${_tokenizer}" "${signature}"
+        step_done "${_tokenizer}" "${signature}"
     fi
-    train_task cor cor_train "${cor_config}" "--tokenizer_dir ${_tokenizer} ${cor_args}" \
-        "${expdir}/cor_stats_${cor_tag}" "${cor_exp}" "${cor_inference_model}" \
-        "${_train}" "$(cor_data_dir "${valid_set}")" cor_data_opts units input_ids
+    log "Stage 7, step 2: corrector (${cor_config})"
+    read -ra _train <<< "$(cor_data "${train_set}")"
+    read -ra _valid <<< "$(cor_data "${valid_set}")"
+    _args=(--tokenizer_dir "${_tokenizer}")
+    train_task cor cor_train "${cor_config}" "${expdir}/cor_stats_${cor_tag}" "${cor_exp}" \
+        "${cor_inference_model}" input_ids _train _valid _args "${cor_args}"
 fi
 
 if runs 8; then
-    if [ -z "${cor_cascade_lm}" ]; then
-        [ -e "${cor_exp}/${cor_inference_model}" ] || fail "${cor_exp}/${cor_inference_model} not found: run stage 7"
-        model_signature="model=$(md5sum < "${cor_exp}/${cor_inference_model}") args=${cor_inference_args}"
-    else
-        [ -d "${cor_cascade_lm}" ] || fail "--cor_cascade_lm ${cor_cascade_lm}: not a directory"
-        model_signature="cascade=${asr_backend}:${asr_model}+$(cat "${cor_cascade_lm}"/config.json | md5sum)"
-    fi
-    for dset in $(all_sets); do
-        make_cor_data "${dset}"
-        _data=$(cor_data_dir "${dset}")
-        _dir=${cor_decode}/${dset}
-        signature="${model_signature} data=$(done_sum "${_data}")"
-        if is_done "${_dir}" "${signature}"; then
-            log "Stage 8: ${_dir} is up to date, skipped"
-            continue
-        fi
-        start_split "${_data}/units" "${_dir}" "${signature}"
+    log "Stage 8: corrected transcripts of every set into ${cor_decode}"
+    steps_begin correct
+    for dset in "${all_sets[@]}"; do
+        _units=${sep_decode}/${dset}/${units_name}/units
+        _teacher=${sep_decode}/${dset}/teacher/text_pt
+        _est=${sep_decode}/${dset}/wav.scp
         if [ -z "${cor_cascade_lm}" ]; then
-            log "Stage 8: correct ${_data} into ${_dir}"
-            # shellcheck disable=SC2086
-            ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_logdir}/correct.JOB.log" \
-                ${python} -m sepalm_espnet.bin.cor_inference --train_config "${cor_exp}/config.yaml" \
-                    --model_file "${cor_exp}/${cor_inference_model}" --units "${_data}/units" \
-                    --teacher_text "${_data}/text_pt" --key_file "${_logdir}/keys.JOB.scp" \
-                    --output_dir "${_logdir}/output.JOB" --ngpu "${ngpu}" ${cor_inference_args}
+            signature="model=$(files_sum "${cor_exp}/${cor_inference_model}") config=${cor_inference_config} inputs=$(files_sum "${_units}" "${_teacher}")"
+            steps_add "${cor_decode}/${dset}" "${signature}" "${_units}" --units "${_units}" --teacher_text "${_teacher}"
         else
-            log "Stage 8: cascade (${asr_backend} N-best + ${cor_cascade_lm}) of $(sep_decode_of "${dset}") into ${_dir}"
-            # shellcheck disable=SC2046
-            ${python} -m sepalm_espnet.bin.speaker_files flatten --output "${_logdir}/est_wav.scp" \
-                --input $(speaker_files "$(sep_decode_of "${dset}")" "$(num_speakers "$(sep_decode_of "${dset}")")" spk%n.scp)
-            ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_logdir}/cascade.JOB.log" \
-                ${python} -m sepalm_espnet.bin.cascade_correct --backend "${asr_backend}" --model "${asr_model}" \
-                    --lm "${cor_cascade_lm}" --wav_scp "${_logdir}/est_wav.scp" --key_file "${_logdir}/keys.JOB.scp" \
-                    --device "$([ "${ngpu}" -gt 0 ] && echo cuda || echo cpu)" --output_dir "${_logdir}/output.JOB"
+            signature="cascade=${asr_backend}:${asr_model}+$(files_sum "${cor_cascade_lm}/config.json") inputs=$(files_sum "${_est}")"
+            steps_add "${cor_decode}/${dset}" "${signature}" "${_est}" --wav_scp "${_est}"
         fi
-        # shellcheck disable=SC2046
-        ${python} -m sepalm_espnet.bin.cor_inference --output_dir "${_dir}" \
-            --merge_dirs $(seq -f "${_logdir}/output.%g" 1 "${_nj}")
-        mark_done "${_dir}" "${signature}"
     done
-    # Transcript WER (paper: against Whisper's transcript of the clean speech; and against the
-    # ground truth where the corpus has it) of the teacher on ŝ, and of both corrector outputs.
-    for dset in ${test_sets}; do
-        _data=$(cor_data_dir "${dset}")
-        _dir=${cor_decode}/${dset}/score_text
-        signature="decode=$(done_sum "${cor_decode}/${dset}")"
-        if is_done "${_dir}" "${signature}"; then
-            log "Stage 8: ${_dir} is up to date, skipped"
-            continue
-        fi
-        start_or_resume "${_dir}" "${signature}"
-        for _hyp in teacher:"${_data}/text_pt" preliminary:"${cor_decode}/${dset}/text_pt" \
-                corrected:"${cor_decode}/${dset}/text_ct"; do
-            for _ref in teacher:"${_data}/text_ct" gt:"${_data}/text_gt"; do
-                [ -f "${_ref#*:}" ] || continue
-                ${python} -m sepalm_espnet.bin.score_wer --ref "${_ref#*:}" --hyp "${_hyp#*:}" \
-                    --metric "wer_${_ref%%:*}" --output "${_dir}/${_hyp%%:*}_${_ref%%:*}/wer_summary.json"
-            done
-        done
-        mark_done "${_dir}" "${signature}"
-    done
+    if [ -z "${cor_cascade_lm}" ]; then
+        steps_run sepalm_espnet.bin.cor_inference --train_config "${cor_exp}/config.yaml" \
+            --model_file "${cor_exp}/${cor_inference_model}" --device "${device}" ${cor_inference_config:+--config "${cor_inference_config}"}
+    else
+        steps_run sepalm_espnet.bin.cascade_correct --backend "${asr_backend}" --model "${asr_model}" \
+            --lm "${cor_cascade_lm}" --device "${device}"
+    fi
+    steps_done
+    register_system "Whisper on SepFormer output (${asr_backend} ${asr_model##*/})" transcript "${sep_exp}/decode/{set}/teacher/text_pt"
+    register_system "Corrector ${cor_tag}/${cor_inference_tag}: preliminary" transcript "${cor_decode}/{set}/text_pt"
+    register_system "Corrector ${cor_tag}/${cor_inference_tag}: corrected" transcript "${cor_decode}/{set}/text_ct"
 fi
 
 if runs 9; then
     if [ -n "${codec_config}" ]; then
         _codec_exp=$(dirname "${codec_file}")
-        _train=${dumpdir}/raw/${train_set}
-        _valid=${dumpdir}/raw/${valid_set}
-        [ -f "${codec_config}" ] || fail "--codec_config ${codec_config}: file not found"
-        signature="config=$(md5sum < "${codec_config}") args=${codec_args} data=$(done_sum "${_train}" "${_valid}")"
-        if is_done "${_codec_exp}" "${signature}"; then
-            log "Stage 9: ${_codec_exp} is trained, skipped"
-        else
-            log "Stage 9: train a DAC-architecture codec in ${_codec_exp} (${codec_config})"
-            start_or_resume "${_codec_exp}" "${signature}"
-            # Clean speech of every training speaker: the codec must code clean speech well.
-            # shellcheck disable=SC2046,SC2086
+        _clean=("${dumpdir}/raw/${train_set}/spk1.scp" "${dumpdir}/raw/${train_set}/spk2.scp")
+        _clean_valid=${dumpdir}/raw/${valid_set}/spk1.scp
+        signature="config=$(files_sum "${codec_config}") args=${codec_args} data=$(files_sum "${_clean[@]}" "${_clean_valid}")"
+        if step_needed "${_codec_exp}" "${signature}"; then
+            log "Stage 9: train a DAC-architecture codec in ${_codec_exp} on clean speech (${codec_config})"
             ${cuda_cmd} --gpu "${ngpu}" "${_codec_exp}/train.log" \
-                ${python} -m sepalm_espnet.bin.codec_train --config "${codec_config}" --ngpu "${ngpu}" \
-                    --wav_scp $(speaker_files "${_train}" "$(num_speakers "${_train}")" spk%n.scp) \
-                    --valid_wav_scp "${_valid}/spk1.scp" --output_dir "${_codec_exp}" ${codec_args}
-            mark_done "${_codec_exp}" "${signature}"
+                "${python}" -m sepalm_espnet.bin.codec_train --config "${codec_config}" --device "${device}" \
+                    --wav_scp "${_clean[@]}" --valid_wav_scp "${_clean_valid}" \
+                    --output_dir "${_codec_exp}" "${codec_args_list[@]}"
+            step_done "${_codec_exp}" "${signature}"
         fi
-        codec_signature="codec=$(md5sum < "${codec_file}")"
+        _codec_sum=$(files_sum "${codec_file}")
     else
-        codec_signature="codec=${codec}"
+        _codec_sum=${codec}
     fi
-    for dset in $(all_sets); do
-        _data=${dumpdir}/raw/${dset}
-        _dec=$(sep_decode_of "${dset}")
-        _dir=$(codec_tokens_of "${dset}")
-        signature="${codec_signature} estimates=$(done_sum "${_dec}")"
-        if is_done "${_dir}" "${signature}"; then
-            log "Stage 9: ${_dir} is up to date, skipped"
-            continue
-        fi
-        log "Stage 9: DAC tokens of ${_dec} and of its references into ${_dir}"
-        start_or_resume "${_dir}" "${signature}"
-        n_spk=$(num_speakers "${_dec}")
-        # One example per separated speaker; the reference is the one matched to it.
-        # shellcheck disable=SC2046
-        ${python} -m sepalm_espnet.bin.speaker_files flatten \
-            --input $(speaker_files "${_dec}" "${n_spk}" spk%n.scp) --output "${_dir}/est_wav.scp"
-        # shellcheck disable=SC2046
-        ${python} -m sepalm_espnet.bin.speaker_files reorder --permutation "${_dec}/permutation" \
-            --input $(speaker_files "${_data}" "${n_spk}" spk%n.scp) \
-            --output $(speaker_files "${_dir}/logdir" "${n_spk}" ref_spk%n.scp)
-        # shellcheck disable=SC2046
-        ${python} -m sepalm_espnet.bin.speaker_files flatten \
-            --input $(speaker_files "${_dir}/logdir" "${n_spk}" ref_spk%n.scp) --output "${_dir}/ref_wav.scp"
-        for _side in est ref; do
-            _nj=$(split_keys "${_dir}/${_side}_wav.scp" "${_dir}/logdir/${_side}" "${inference_nj}")
-            ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_dir}/logdir/${_side}_tokens.JOB.log" \
-                ${python} -m sepalm_espnet.bin.codec_tokenize --codec "${codec_file}" --ngpu "${ngpu}" \
-                    --wav_scp "${_dir}/${_side}_wav.scp" --key_file "${_dir}/logdir/${_side}/keys.JOB.scp" \
-                    --output_dir "${_dir}" --output_name "${_side}_tokens.JOB"
-            ${python} -m sepalm_espnet.bin.codec_tokenize --merge_jobs "${_nj}" \
-                --wav_scp "${_dir}/${_side}_wav.scp" --output_dir "${_dir}" --output_name "${_side}_tokens"
-        done
-        mark_done "${_dir}" "${signature}"
+    log "Stage 9, step 1: DAC tokens of the estimates and of their references"
+    steps_begin tokenize
+    for dset in "${all_sets[@]}"; do
+        _est=${sep_decode}/${dset}
+        signature="codec=${_codec_sum} inputs=$(files_sum "${_est}/wav.scp" "${_est}/ref.scp")"
+        steps_add "${sep_decode}/${dset}/${tokens_name}" "${signature}" "${_est}/wav.scp" --wav_scp "${_est}/wav.scp" "${_est}/ref.scp"
     done
-
-    # Phonemes of the corrected transcripts; the token list comes from the training set.
-    _token_list=${cor_decode}/phoneme_token_list.txt
-    for dset in $(all_sets); do
-        _dir=${cor_decode}/${dset}
-        [ -f "${_dir}/.done" ] || fail "${_dir} not found: run stage 8"
-        if [ -f "${_dir}/phonemes" ] && [ "${_dir}/phonemes" -nt "${_dir}/.done" ]; then
-            log "Stage 9: ${_dir}/phonemes is up to date, skipped"
-            continue
-        fi
-        log "Stage 9: phonemes of ${_dir}/text_ct"
-        _token_list_opt=()
-        [ "${dset}" = "${train_set}" ] && _token_list_opt=(--token_list_out "${_token_list}")
-        ${python} -m sepalm_espnet.bin.g2p --text "${_dir}/text_ct" --output "${_dir}/phonemes" "${_token_list_opt[@]}"
+    steps_run sepalm_espnet.bin.codec_tokenize --codec "${codec_file}" --device "${device}" \
+        --output_names est_tokens ref_tokens
+    steps_done
+    log "Stage 9, step 2: phonemes of the corrected transcripts (token list from ${train_set})"
+    steps_begin g2p
+    for dset in "${all_sets[@]}"; do
+        _text=${cor_decode}/${dset}/text_ct
+        steps_add "${cor_decode}/${dset}/g2p" "text=$(files_sum "${_text}")" "${_text}" --text "${_text}"
     done
+    steps_run sepalm_espnet.bin.g2p
+    steps_done
+    "${python}" -m sepalm_espnet.bin.g2p --token_list_from "${cor_decode}/${train_set}/g2p/phonemes" --token_list_out "${token_list}"
 fi
 
-# The synthesizer's examples: DAC tokens of ŝ and of the matched reference, corrected phonemes.
-syn_data_dir() { echo "${syn_exp}/data/$1"; }
-make_syn_data() {
-    local dset=$1 dir tokens signature
-    dir=$(syn_data_dir "${dset}")
-    tokens=$(codec_tokens_of "${dset}")
-    [ -f "${cor_decode}/${dset}/phonemes" ] || fail "${cor_decode}/${dset}/phonemes not found: run stage 9"
-    signature="tokens=$(done_sum "${tokens}") phonemes=$(md5sum < "${cor_decode}/${dset}/phonemes")"
-    uses_semantic && signature="${signature} semantic=$(done_sum "$(units_of "${dset}")")"
-    is_done "${dir}" "${signature}" && return 0
-    start_or_resume "${dir}" "${signature}"
-    cp "${tokens}/est_tokens.scp" "${tokens}/ref_tokens.scp" "${cor_decode}/${dset}/phonemes" "${dir}/"
-    if uses_semantic; then
-        # Teacher forcing on the units of the clean speech; stage 11 uses the T2S prediction.
-        local units
-        units=$(units_of "${dset}")
-        [ -f "${units}/units_ref_spk1" ] || fail "${units}/units_ref_spk1 not found: rerun stage 6 (it makes them for condition: semantic)"
-        # shellcheck disable=SC2046
-        ${python} -m sepalm_espnet.bin.speaker_files flatten --output "${dir}/semantic" \
-            --input $(speaker_files "${units}" "$(num_speakers "$(sep_decode_of "${dset}")")" units_ref_spk%n)
-    fi
-    mark_done "${dir}" "${signature}"
-}
-syn_data_opts() {
-    echo "--$1_data_path_and_name_and_type $2/est_tokens.scp,est_tokens,kaldi_ark"
-    echo "--$1_data_path_and_name_and_type $2/ref_tokens.scp,ref_tokens,kaldi_ark"
-    echo "--$1_data_path_and_name_and_type $2/phonemes,phonemes,text"
-    [ ! -f "$2/semantic" ] || echo "--$1_data_path_and_name_and_type $2/semantic,semantic,text_int"
-}
-t2s_data_opts() {
-    echo "--$1_data_path_and_name_and_type $2/phonemes,phonemes,text"
-    echo "--$1_data_path_and_name_and_type $2/semantic,units,text_int"
+# The synthesizer's examples, one per estimate: DAC tokens of ŝ and of s, corrected phonemes
+# (and units of s, learnt by the text-to-semantic model).
+syn_data() {
+    local tokens=${sep_decode}/$1/${tokens_name}
+    echo "${tokens}/est_tokens.scp,est_tokens,kaldi_ark" "${tokens}/ref_tokens.scp,ref_tokens,kaldi_ark" \
+        "${cor_decode}/$1/g2p/phonemes,phonemes,text"
+    ! uses_semantic || echo "${sep_decode}/$1/${units_name}/units_ref,semantic,text_int"
 }
 
 if runs 10; then
-    log "Stage 10: synthesizer (${syn_config})"
-    for dset in ${train_set} ${valid_set}; do
-        make_syn_data "${dset}"
-    done
-    _semantic_conf=""
+    read -ra _train <<< "$(syn_data "${train_set}" | tr '\n' ' ')"
+    read -ra _valid <<< "$(syn_data "${valid_set}" | tr '\n' ' ')"
+    _args=(--token_list "${token_list}")
     if uses_semantic; then
-        log "Stage 10: text-to-semantic model (${t2s_config}) for the semantic condition"
-        _n_units=$(${python} -c "import numpy, sys; print(len(numpy.load(sys.argv[1])))" "${kmeans_dir}/centers.npy")
-        _semantic_conf="--model_conf semantic_vocab_size=${_n_units}"
-        train_task t2s t2s_train "${t2s_config}" \
-            "--token_list ${cor_decode}/phoneme_token_list.txt --model_conf unit_vocab_size=${_n_units} ${t2s_args}" \
-            "${expdir}/t2s_stats_${t2s_tag}" "${t2s_exp}" "${t2s_inference_model}" \
-            "$(syn_data_dir "${train_set}")" "$(syn_data_dir "${valid_set}")" t2s_data_opts phonemes phonemes
+        log "Stage 10, step 1: text-to-semantic model (${t2s_config})"
+        _n_units=$("${python}" -m sepalm_espnet.bin.fit_kmeans --print_size "${kmeans_dir}")
+        _t2s_train=("${_train[2]}" "${_train[3]/,semantic,/,units,}")
+        _t2s_valid=("${_valid[2]}" "${_valid[3]/,semantic,/,units,}")
+        _t2s_args=(--token_list "${token_list}" --model_conf "unit_vocab_size=${_n_units}")
+        train_task t2s t2s_train "${t2s_config}" "${expdir}/t2s_stats_$(config_tag "${t2s_config}")" "${t2s_exp}" \
+            "${t2s_inference_model}" phonemes _t2s_train _t2s_valid _t2s_args "${t2s_args}"
+        _args+=(--model_conf "semantic_vocab_size=${_n_units}")
     fi
-    train_task syn syn_train "${syn_config}" "--token_list ${cor_decode}/phoneme_token_list.txt ${_semantic_conf} ${syn_args}" \
-        "${expdir}/syn_stats_${syn_tag}" "${syn_exp}" "${syn_inference_model}" \
-        "$(syn_data_dir "${train_set}")" "$(syn_data_dir "${valid_set}")" syn_data_opts est_tokens.scp ref_tokens
+    log "Stage 10: synthesizer (${syn_config})"
+    train_task syn syn_train "${syn_config}" "${expdir}/syn_stats_${syn_tag}" "${syn_exp}" \
+        "${syn_inference_model}" ref_tokens _train _valid _args "${syn_args}"
 fi
 
 if runs 11; then
-    [ -e "${syn_exp}/${syn_inference_model}" ] || fail "${syn_exp}/${syn_inference_model} not found: run stage 10"
-    model_signature="model=$(md5sum < "${syn_exp}/${syn_inference_model}") args=${syn_inference_args}"
-    # The aligner trains on refined speech of the training set, so every set is synthesized.
-    for dset in $(all_sets); do
-        _tokens=$(codec_tokens_of "${dset}")
-        _dir=${syn_decode}/${dset}
-        signature="${model_signature} tokens=$(done_sum "${_tokens}") phonemes=$(md5sum < "${cor_decode}/${dset}/phonemes")"
-        _semantic=()
-        if uses_semantic; then
-            [ -e "${t2s_exp}/${t2s_inference_model}" ] || fail "${t2s_exp}/${t2s_inference_model} not found: run stage 10"
-            signature="${signature} t2s=$(md5sum < "${t2s_exp}/${t2s_inference_model}")"
-            _semantic=(--semantic "${syn_decode}/${dset}/semantic")
-        fi
-        if is_done "${_dir}" "${signature}"; then
-            log "Stage 11: ${_dir} is up to date, skipped"
-            continue
-        fi
-        log "Stage 11: refined speech of ${_tokens} into ${_dir}"
-        start_split "${_tokens}/est_tokens.scp" "${_dir}" "${signature}"
-        if uses_semantic; then
-            ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_logdir}/t2s.JOB.log" \
-                ${python} -m sepalm_espnet.bin.t2s_inference --train_config "${t2s_exp}/config.yaml" \
-                    --model_file "${t2s_exp}/${t2s_inference_model}" --phonemes "${cor_decode}/${dset}/phonemes" \
-                    --key_file "${_logdir}/keys.JOB.scp" --output "${_logdir}/semantic.JOB" --ngpu "${ngpu}"
-            merge_jobs "${_dir}/semantic" "${_logdir}/semantic" "${_nj}"
-        fi
-        # shellcheck disable=SC2086
-        ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_logdir}/synthesize.JOB.log" \
-            ${python} -m sepalm_espnet.bin.syn_inference --train_config "${syn_exp}/config.yaml" \
-                --model_file "${syn_exp}/${syn_inference_model}" --codec "${codec_file}" \
-                --est_tokens "${_tokens}/est_tokens.scp" --phonemes "${cor_decode}/${dset}/phonemes" \
-                --wav_scp "${_tokens}/est_wav.scp" --key_file "${_logdir}/keys.JOB.scp" "${_semantic[@]}" \
-                --output_dir "${_logdir}/output.JOB" --ngpu "${ngpu}" ${syn_inference_args}
-        # shellcheck disable=SC2046
-        ${python} -m sepalm_espnet.bin.syn_inference --output_dir "${_dir}" \
-            --merge_dirs $(seq -f "${_logdir}/output.%g" 1 "${_nj}")
-        # shellcheck disable=SC2046
-        ${python} -m sepalm_espnet.bin.speaker_files unflatten --input "${_dir}/speech.scp" \
-            --output $(speaker_files "${_dir}" "$(num_speakers "$(sep_decode_of "${dset}")")" spk%n.scp)
-        mark_done "${_dir}" "${signature}"
+    log "Stage 11: refined speech of every set into ${syn_decode}"
+    if uses_semantic; then
+        log "Stage 11, step 1: semantic units of the corrected phonemes (${t2s_exp})"
+        steps_begin t2s
+        for dset in "${all_sets[@]}"; do
+            _phonemes=${cor_decode}/${dset}/g2p/phonemes
+            signature="model=$(files_sum "${t2s_exp}/${t2s_inference_model}") inputs=$(files_sum "${_phonemes}")"
+            steps_add "${syn_decode}/${dset}/t2s" "${signature}" "${_phonemes}" --phonemes "${_phonemes}"
+        done
+        steps_run sepalm_espnet.bin.t2s_inference --train_config "${t2s_exp}/config.yaml" \
+            --model_file "${t2s_exp}/${t2s_inference_model}" --device "${device}"
+        steps_done
+    fi
+    steps_begin synthesize
+    for dset in "${all_sets[@]}"; do
+        _inputs=("${sep_decode}/${dset}/${tokens_name}/est_tokens.scp" "${cor_decode}/${dset}/g2p/phonemes")
+        ! uses_semantic || _inputs+=("${syn_decode}/${dset}/t2s/semantic")
+        signature="model=$(files_sum "${syn_exp}/${syn_inference_model}") config=${syn_inference_config} inputs=$(files_sum "${_inputs[@]}")"
+        steps_add "${syn_decode}/${dset}" "${signature}" "${_inputs[0]}" --est_tokens "${_inputs[0]}" \
+            --phonemes "${_inputs[1]}" ${_inputs[2]:+--semantic "${_inputs[2]}"} --wav_scp "${sep_decode}/${dset}/wav.scp"
     done
+    steps_run sepalm_espnet.bin.syn_inference --train_config "${syn_exp}/config.yaml" \
+        --model_file "${syn_exp}/${syn_inference_model}" --codec "${codec_file}" --device "${device}" ${syn_inference_config:+--config "${syn_inference_config}"}
+    steps_done
+    register_system "SepALM without aligner (${cor_tag}/${cor_inference_tag}, ${syn_tag})" no_aligner "${syn_decode}/{set}/speech.scp"
 fi
 
-# The aligner's examples: ŝ, its refined s* and the matched clean reference.
-ali_data_dir() { echo "${ali_exp}/data/$1"; }
-make_ali_data() {
-    local dset=$1 dir tokens signature
-    dir=$(ali_data_dir "${dset}")
-    tokens=$(codec_tokens_of "${dset}")
-    signature="tokens=$(done_sum "${tokens}") refined=$(done_sum "${syn_decode}/${dset}")"
-    is_done "${dir}" "${signature}" && return 0
-    start_or_resume "${dir}" "${signature}"
-    cp "${tokens}/est_wav.scp" "${dir}/speech_est.scp"
-    cp "${syn_decode}/${dset}/speech.scp" "${dir}/speech_syn.scp"
-    cp "${tokens}/ref_wav.scp" "${dir}/speech_ref.scp"
-    mark_done "${dir}" "${signature}"
-}
-ali_data_opts() {
-    local name
-    for name in speech_est speech_syn speech_ref; do
-        echo "--$1_data_path_and_name_and_type $2/${name}.scp,${name},sound"
-    done
+# The aligner's examples, one per estimate: ŝ, its refined s* and the matched reference s.
+ali_data() {
+    local est=${sep_decode}/$1
+    echo "${est}/wav.scp,speech_est,sound" "${syn_decode}/$1/speech.scp,speech_syn,sound" "${est}/ref.scp,speech_ref,sound"
 }
 
 if runs 12; then
     log "Stage 12: aligner (${ali_config})"
-    for dset in ${train_set} ${valid_set}; do
-        make_ali_data "${dset}"
-    done
-    train_task ali ali_train "${ali_config}" "${ali_args}" "${expdir}/ali_stats_${ali_tag}" "${ali_exp}" \
-        "${ali_inference_model}" "$(ali_data_dir "${train_set}")" "$(ali_data_dir "${valid_set}")" \
-        ali_data_opts speech_est.scp speech_est
+    read -ra _train <<< "$(ali_data "${train_set}")"
+    read -ra _valid <<< "$(ali_data "${valid_set}")"
+    _args=()
+    train_task ali ali_train "${ali_config}" "${expdir}/ali_stats_${ali_tag}" "${ali_exp}" \
+        "${ali_inference_model}" speech_est _train _valid _args "${ali_args}"
 fi
 
 if runs 13; then
-    [ -e "${ali_exp}/${ali_inference_model}" ] || fail "${ali_exp}/${ali_inference_model} not found: run stage 12"
-    model_signature="model=$(md5sum < "${ali_exp}/${ali_inference_model}")"
-    for dset in ${test_sets}; do
-        make_ali_data "${dset}"
-        _data=$(ali_data_dir "${dset}")
-        _dir=${ali_decode}/${dset}
-        signature="${model_signature} data=$(done_sum "${_data}")"
-        if is_done "${_dir}" "${signature}"; then
-            log "Stage 13: ${_dir} is up to date, skipped"
-            continue
-        fi
-        log "Stage 13: SepALM output of ${dset} (aligned ŝ and s*) into ${_dir}"
-        start_split "${_data}/speech_est.scp" "${_dir}" "${signature}"
-        ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_logdir}/align.JOB.log" \
-            ${python} -m sepalm_espnet.bin.ali_inference --train_config "${ali_exp}/config.yaml" \
-                --model_file "${ali_exp}/${ali_inference_model}" --est_scp "${_data}/speech_est.scp" \
-                --syn_scp "${_data}/speech_syn.scp" --key_file "${_logdir}/keys.JOB.scp" \
-                --output_dir "${_logdir}/output.JOB"
-        # shellcheck disable=SC2046
-        ${python} -m sepalm_espnet.bin.ali_inference --output_dir "${_dir}" \
-            --merge_dirs $(seq -f "${_logdir}/output.%g" 1 "${_nj}")
-        # shellcheck disable=SC2046
-        ${python} -m sepalm_espnet.bin.speaker_files unflatten --input "${_dir}/speech.scp" \
-            --output $(speaker_files "${_dir}" "$(num_speakers "$(sep_decode_of "${dset}")")" spk%n.scp)
-        mark_done "${_dir}" "${signature}"
+    log "Stage 13: SepALM output of the test sets (aligned ŝ and s*) into ${ali_decode}"
+    steps_begin align
+    for dset in "${test_set_list[@]}"; do
+        _est=${sep_decode}/${dset}/wav.scp
+        _syn=${syn_decode}/${dset}/speech.scp
+        signature="model=$(files_sum "${ali_exp}/${ali_inference_model}") inputs=$(files_sum "${_est}" "${_syn}")"
+        steps_add "${ali_decode}/${dset}" "${signature}" "${_est}" --est_scp "${_est}" --syn_scp "${_syn}"
     done
+    steps_run sepalm_espnet.bin.ali_inference --train_config "${ali_exp}/config.yaml" \
+        --model_file "${ali_exp}/${ali_inference_model}" --device "${device}"
+    steps_done
+    register_system "SepALM (${cor_tag}/${cor_inference_tag}, ${syn_tag}, ${ali_tag})" sepalm "${ali_decode}/{set}/speech.scp"
 fi
 
-# Rows of RESULTS.md, "name=score dir with {test_set}" (a name given twice merges its dirs).
-# Each run's rows are added to ${expdir}/results_systems, so ablations run with other options
-# (paper Table 3) stay side by side. Separated speech systems are scored here; transcripts by stage 8.
-current_systems() {
-    local infer=""
-    [ "${cor_inference_tag}" = default ] || infer="/${cor_inference_tag}"
-    echo "Whisper on SepFormer output (${asr_backend} ${asr_model##*/}): transcript=${cor_decode}/{test_set}/score_text/teacher_teacher"
-    echo "Whisper on SepFormer output (${asr_backend} ${asr_model##*/}): transcript=${cor_decode}/{test_set}/score_text/teacher_gt"
-    echo "Corrector ${cor_tag}${infer}: preliminary transcript=${cor_decode}/{test_set}/score_text/preliminary_teacher"
-    echo "Corrector ${cor_tag}${infer}: preliminary transcript=${cor_decode}/{test_set}/score_text/preliminary_gt"
-    echo "Corrector ${cor_tag}${infer}: corrected transcript=${cor_decode}/{test_set}/score_text/corrected_teacher"
-    echo "Corrector ${cor_tag}${infer}: corrected transcript=${cor_decode}/{test_set}/score_text/corrected_gt"
-    echo "SepFormer (${sep_tag})=${sep_exp}/decode/{test_set}/score"
-    echo "SepALM without aligner (${cor_tag}${infer}, ${syn_tag})=${syn_decode}/{test_set}/score"
-    echo "SepALM (${cor_tag}${infer}, ${syn_tag}, ${ali_tag})=${ali_decode}/{test_set}/score"
-}
-
-# pack_model options of every component this run trained (separator only if stages 5-13 were
-# skipped); paths hold no spaces (they are made from tags).
-packed_components() {
-    echo "--separator_config ${sep_exp}/config.yaml --separator_model ${sep_exp}/${sep_inference_model}"
-    [ -e "${ali_exp}/${ali_inference_model}" ] || return 0
-    echo "--component kmeans:centers=${kmeans_dir}/centers.npy,kmeans=${kmeans_dir}/kmeans.yaml"
-    echo "--component corrector:config=${cor_exp}/config.yaml,model=${cor_exp}/${cor_inference_model}"
-    echo "--component codec:codec=${codec_file}"
-    echo "--component synthesizer:config=${syn_exp}/config.yaml,model=${syn_exp}/${syn_inference_model}"
-    echo "--component aligner:config=${ali_exp}/config.yaml,model=${ali_exp}/${ali_inference_model}"
-    if uses_semantic; then
-        echo "--component t2s:config=${t2s_exp}/config.yaml,model=${t2s_exp}/${t2s_inference_model}"
-    fi
-}
-
-if { runs 14 || runs 15; } && [ -e "${ali_exp}/${ali_inference_model}" ] && [ ! -f "${codec_file}" ]; then
-    # A release tag: packing needs the weights file, which dac keeps in its cache.
-    codec_file=$(${python} -c 'import sys, dac.utils; print(dac.utils.download(model_type=sys.argv[1]))' "${codec}") \
-        || fail "--codec ${codec}: no DAC weights file to pack (give a local .pth with --codec)"
+# pack_model options of every component this run trained (the separator alone if the aligner
+# was never trained).
+packed_components=(--separator_config "${sep_exp}/config.yaml" --separator_model "${sep_exp}/${sep_inference_model}")
+if [ -e "${ali_exp}/${ali_inference_model}" ]; then
+    packed_components+=(
+        --component "kmeans:centers=${kmeans_dir}/centers.npy,kmeans=${kmeans_dir}/kmeans.yaml"
+        --component "corrector:config=${cor_exp}/config.yaml,model=${cor_exp}/${cor_inference_model}"
+        --component "codec:codec=${codec_file}"
+        --component "synthesizer:config=${syn_exp}/config.yaml,model=${syn_exp}/${syn_inference_model}"
+        --component "aligner:config=${ali_exp}/config.yaml,model=${ali_exp}/${ali_inference_model}")
+    ! uses_semantic || packed_components+=(--component "t2s:config=${t2s_exp}/config.yaml,model=${t2s_exp}/${t2s_inference_model}")
 fi
 
 if runs 14; then
-    _registry=${expdir}/results_systems
-    touch "${_registry}"
-    current_systems | while read -r _system; do
-        grep -qxF "${_system}" "${_registry}" || echo "${_system}" >> "${_registry}"
-    done
-    _asr_device=$([ "${ngpu}" -gt 0 ] && echo cuda || echo cpu)
-    while read -r _system; do
-        case "${_system}" in *"/score_text/"*) continue ;; esac
-        for dset in ${test_sets}; do
-            _data=${dumpdir}/raw/${dset}
-            _dir=$(echo "${_system#*=}" | sed "s|{test_set}|${dset}|")
-            _est=$(dirname "${_dir}")
-            if [ ! -f "${_est}/.done" ] || [ ! -f "${_est}/spk1.scp" ]; then
-                log "Stage 14: ${_est} not found: ${_system%%=*} is not scored on ${dset}"
-                continue
-            fi
-            signature="estimates=$(done_sum "${_est}") teacher=${asr_backend}:${asr_model}"
-            if is_done "${_dir}" "${signature}"; then
-                log "Stage 14: ${_dir} is up to date, skipped"
-                continue
-            fi
-            log "Stage 14: score ${_est} against ${_data}"
-            start_split "${_data}/wav.scp" "${_dir}" "${signature}"
-            _perm=$(sep_decode_of "${dset}")/permutation
-            ${decode_cmd} JOB=1:"${_nj}" "${_logdir}/score.JOB.log" \
-                ${python} -m sepalm_espnet.bin.score_separation --ref_dir "${_data}" --est_dir "${_est}" \
-                    --permutation "${_perm}" --key_file "${_logdir}/keys.JOB.scp" --out_dir "${_logdir}/split.JOB"
-            # shellcheck disable=SC2046
-            ${python} -m sepalm_espnet.bin.score_separation --out_dir "${_dir}" \
-                --merge_dirs $(seq -f "${_logdir}/split.%g" 1 "${_nj}")
-            # WER of the output speech (Whisper, as the paper) and SIM (speaker embeddings).
-            _n_spk=$(num_speakers "${_est}")
-            # shellcheck disable=SC2046
-            ${decode_cmd} --gpu "${ngpu}" JOB=1:"${_nj}" "${_logdir}/score_speech.JOB.log" \
-                ${python} -m sepalm_espnet.bin.score_speech --ref_dir "${_data}" --permutation "${_perm}" \
-                    --speech_scps $(speaker_files "${_est}" "${_n_spk}" spk%n.scp) \
-                    --teacher_texts $(speaker_files "$(teacher_of "${dset}")" "${_n_spk}" text_ct_spk%n) \
-                    --asr_backend "${asr_backend}" --asr_model "${asr_model}" --sim_backend "${sim_backend}" \
-                    $([ -n "${sim_model}" ] && echo "--sim_model ${sim_model}") --device "${_asr_device}" \
-                    --key_file "${_logdir}/keys.JOB.scp" --out_dir "${_logdir}/speech.JOB"
-            # shellcheck disable=SC2046
-            ${python} -m sepalm_espnet.bin.score_speech --out_dir "${_dir}" \
-                --merge_dirs $(seq -f "${_logdir}/speech.%g" 1 "${_nj}")
-            mark_done "${_dir}" "${signature}"
-        done
-    done < "${_registry}"
-    # RTF per component on 5 s inputs (paper §4.3), of the system as packed: separator only,
-    # without aligner, full SepALM. (The cascade of Table 3 (e) is not part of a packed system.)
+    log "Stage 14: score every system of ${expdir}/systems.tsv on ${test_sets}"
+    _rtf=()
     if [ -e "${ali_exp}/${ali_inference_model}" ] && [ -z "${cor_cascade_lm}" ]; then
-        _rtf_opts=()
-        case " ${cor_inference_args} " in *" --zero_shot "*) _rtf_opts=(--zero_shot) ;; esac
-        _rtf_archive=${expdir}/rtf/sepalm.zip
-        rm -f "${_rtf_archive}"
-        for dset in ${test_sets}; do
-            _modes=()
-            _outs=()
-            for _pair in "separator_only:$(sep_decode_of "${dset}")/score" "no_aligner:${syn_decode}/${dset}/score" \
-                    "sepalm:${ali_decode}/${dset}/score"; do
-                if [ ! -f "${_pair#*:}/rtf.json" ] || [ "${_pair#*:}/rtf.json" -ot "${_pair#*:}/.done" ]; then
-                    _modes+=("${_pair%%:*}")
-                    _outs+=("${_pair#*:}/rtf.json")
-                fi
-            done
-            [ ${#_modes[@]} -gt 0 ] || continue
-            if [ ! -f "${_rtf_archive}" ]; then
-                # shellcheck disable=SC2046
-                ${python} -m sepalm_espnet.bin.pack_model --out "${_rtf_archive}" $(packed_components) > /dev/null
-            fi
-            log "Stage 14: RTF of ${_modes[*]} on 5 s inputs of ${dset}"
-            mkdir -p "${expdir}/rtf/logdir"
-            ${decode_cmd} --gpu "${ngpu}" "${expdir}/rtf/logdir/rtf_${dset}.log" \
-                ${python} -m sepalm_espnet.bin.measure_rtf --model "${_rtf_archive}" --modes "${_modes[@]}" \
-                    --outputs "${_outs[@]}" --wav_scp "${dumpdir}/raw/${dset}/wav.scp" \
-                    --utterances "${rtf_utterances}" --device "${_asr_device}" "${_rtf_opts[@]}"
-        done
+        # RTF per component on 5 s inputs (paper §4.3) of the system as it would be packed.
+        mkdir -p "${expdir}/rtf"
+        "${python}" -m sepalm_espnet.bin.pack_model --out "${expdir}/rtf/sepalm.zip" "${packed_components[@]}" > /dev/null
+        _rtf=(--rtf_archive "${expdir}/rtf/sepalm.zip" ${cor_inference_config:+--rtf_corrector_config "${cor_inference_config}"})
     fi
-    _results_args=()
-    while read -r _system; do
-        # Rows whose scores do not exist (stages not run) are left out.
-        for dset in ${test_sets}; do
-            if compgen -G "$(echo "${_system#*=}" | sed "s|{test_set}|${dset}|")/*.json" > /dev/null; then
-                _results_args+=(--system "${_system}")
-                break
-            fi
-        done
-    done < "${_registry}"
-    # shellcheck disable=SC2086
-    ${python} -m sepalm_espnet.bin.make_results --output "${expdir}/RESULTS.md" --test_sets ${test_sets} \
-        "${_results_args[@]}" \
-        --metadata "date=$(date '+%Y-%m-%d')" --metadata "separator config=${sep_config}" \
-        --metadata "teacher and WER transcriber=${asr_backend} ${asr_model}"
-    log "Stage 14: results in ${expdir}/RESULTS.md"
+    "${python}" -m sepalm_espnet.bin.score_systems --manifest "${expdir}/systems.tsv" --test_sets "${test_set_list[@]}" \
+        --mixture_dir "${dumpdir}/raw/{set}" --reference_dir "${sep_exp}/decode/{set}" \
+        --teacher_text "${sep_exp}/decode/{set}/teacher/text_ct" --asr_backend "${asr_backend}" \
+        --asr_model "${asr_model}" --sim_backend "${sim_backend}" ${sim_model:+--sim_model "${sim_model}"} \
+        --device "${device}" "${_rtf[@]}" --output "${expdir}/RESULTS.md" "${score_args_list[@]}" \
+        --metadata "date=$(date '+%Y-%m-%d')" "separator config=${sep_config}" "teacher and WER transcriber=${asr_backend} ${asr_model}"
     cat "${expdir}/RESULTS.md" >&2
 fi
 
 if runs 15; then
     _archive=${expdir}/packed/${packed_name:-sepalm_${sep_tag}}.zip
     [ -f "${expdir}/RESULTS.md" ] || fail "${expdir}/RESULTS.md not found: run stage 14"
-    _usage=SeparatorModel
-    [ -e "${ali_exp}/${ali_inference_model}" ] && _usage=SepALM
-    # shellcheck disable=SC2207
-    _components=($(packed_components))
-    log "Stage 15: pack ${_archive} (${_usage})"
-    ${python} -m sepalm_espnet.bin.pack_model --out "${_archive}" "${_components[@]}" --results "${expdir}/RESULTS.md"
-    log "Stage 15: load it with: python -c \"from sepalm_espnet.inference import ${_usage};" \
-        "print(${_usage}.from_pretrained('${_archive}').separate('mixture.wav'))\""
+    log "Stage 15: pack ${_archive}"
+    "${python}" -m sepalm_espnet.bin.pack_model --out "${_archive}" "${packed_components[@]}" --results "${expdir}/RESULTS.md"
 fi
 
 if runs 16; then
     _archive=${expdir}/packed/${packed_name:-sepalm_${sep_tag}}.zip
     [ -f "${_archive}" ] || fail "${_archive} not found: run stage 15"
     [ -n "${hf_repo}" ] || fail "stage 16 needs --hf_repo <user>/<name>"
-    log "Stage 16: upload ${_archive} to ${hf_repo}$([ "${hf_dry_run}" = true ] && echo ' (dry run)')"
-    ${python} -m sepalm_espnet.bin.upload_hf --src "${_archive}" --repo_id "${hf_repo}" \
-        $([ "${hf_dry_run}" = true ] && echo --dry_run)
+    log "Stage 16: upload ${_archive} to ${hf_repo} (dry run: ${hf_dry_run})"
+    "${python}" -m sepalm_espnet.bin.upload_hf --src "${_archive}" --repo_id "${hf_repo}" --dry_run "${hf_dry_run}"
 fi
 
 log "Successfully finished stages ${stage}-${stop_stage}"

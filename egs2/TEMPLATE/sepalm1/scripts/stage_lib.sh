@@ -1,53 +1,112 @@
-# Bookkeeping and job helpers of sepalm.sh (sourced by it after its options are parsed: the
-# functions read its options, e.g. ${nj}, ${train_cmd}, ${ngpu}, and its log/fail).
+# shellcheck shell=bash disable=SC2154  # the options are sepalm.sh's variables
+# Bookkeeping of sepalm.sh, sourced after its options are parsed (the functions read ${python},
+# ${ngpu}, ${num_nodes}, ${nj}, ${cmd_backend}, ${train_cmd}, ${decode_cmd}, ${cuda_cmd}).
+#
+# Every step writes one directory and has one life cycle (step_needed ... step_done):
+#   signature = options + checksums of every input file
+#   -> skipped when <dir>/.done holds that signature
+#   -> a directory made with another signature is moved aside (never deleted)
+#   -> an interrupted run with the same signature resumes in place
+#   -> work, then <dir>/.done.
 
-# A stage's outputs carry a .done marker holding the options they were made with; a rerun
-# with the same options skips them, other options make the stage redo them.
+log() {
+    local fname=${BASH_SOURCE[1]##*/}
+    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2
+}
+fail() { log "error: $*"; exit 1; }
+
+# Checksum of the contents of input files, in the order given.
+files_sum() {
+    local file
+    for file in "$@"; do
+        [ -f "${file}" ] || fail "${file} not found: run the stage that makes it"
+    done
+    md5sum -- "$@" | cut -d' ' -f1 | md5sum | cut -c1-32
+}
+# Checksum of every file of a data directory, names included (a new table changes it).
+dir_sum() {
+    (cd "$1" && find . -maxdepth 1 -type f ! -name '.*' -print0 | LC_ALL=C sort -z | xargs -0 md5sum) \
+        | md5sum | cut -c1-32
+}
+
 is_done() { [ -f "$1/.done" ] && [ "$(cat "$1/.done")" = "$2" ]; }
-mark_done() { echo "$2" > "$1/.done"; }
-# Signature of finished inputs: changes whenever one of them was redone.
-done_sum() {
-    local dir
-    for dir in "$@"; do
-        [ -f "${dir}/.done" ] || fail "${dir} is not finished: run the stage that makes it"
-        cat "${dir}/.done"
-    done | md5sum | cut -c1-32
-}
-# Partial outputs of an interrupted run are reused only if made with the same options.
-start_or_resume() {
-    if [ -f "$1/.signature" ] && [ "$(cat "$1/.signature")" != "$2" ]; then
-        log "$1 was started with other options: removing it"
-        rm -rf "$1"
+
+# step_needed DIR SIGNATURE: false (and logged) when DIR is up to date; else prepares DIR.
+step_needed() {
+    local dir=$1 signature=$2 aside
+    if is_done "${dir}" "${signature}"; then
+        log "${dir} is up to date, skipped"
+        return 1
     fi
-    rm -f "$1/.done"
-    mkdir -p "$1/logdir"
-    echo "$2" > "$1/.signature"
+    if [ -f "${dir}/.signature" ] && [ "$(cat "${dir}/.signature")" != "${signature}" ]; then
+        aside=${dir}.old.$(date '+%Y%m%d-%H%M%S')
+        log "${dir} was made with other inputs or options: moved to ${aside}"
+        mv "${dir}" "${aside}"
+    fi
+    rm -f "${dir}/.done"
+    mkdir -p "${dir}/logdir"
+    echo "${signature}" > "${dir}/.signature"
 }
-min() { printf '%s\n' "$@" | sort -n | head -n 1; }
-# Splits an scp into at most $3 key files $2/keys.<n>.scp; prints how many it made.
-split_keys() {
+step_done() { echo "$2" > "$1/.done"; }
+
+# The inference/feature steps of a stage, one per set, run as ONE job array: each job pays the
+# Python and ESPnet start-up once for all sets (per set, it was most of the mini recipe's time).
+#   steps_begin NAME [NJ [GPUS]]
+#   steps_add DIR SIGNATURE KEYS [ARGS...]   nothing to do when DIR is up to date
+#   steps_run MODULE [ARGS...]               job n runs MODULE once per step: ARGS, the step's
+#                                            ARGS, --key_file DIR/logdir/keys.n.scp, --output_dir
+#                                            DIR/logdir/output.n; then merges each step into DIR
+#   steps_done                               marks every step's DIR done
+# (The merge refuses a key missing or written twice.)
+steps_begin() {
+    _steps_name=$1
+    _steps_nj=${2:-${inference_nj}}
+    _steps_gpus=${3:-${ngpu}}
+    _steps_jobs=0
+    _steps_dirs=()
+    _steps_signatures=()
+    _steps_counts=()
+    _steps_plans=${expdir}/plans/${_steps_name}
+    rm -rf "${_steps_plans}"
+    mkdir -p "${_steps_plans}"
+}
+steps_add() {
+    local dir=$1 signature=$2 keys=$3 n njobs key_files=()
+    shift 3
+    step_needed "${dir}" "${signature}" || return 0
+    [ -s "${keys}" ] || fail "${keys}: no entries"
+    njobs=$(wc -l < "${keys}")
+    [ "${njobs}" -le "${_steps_nj}" ] || njobs=${_steps_nj}
+    for ((n = 1; n <= njobs; n++)); do
+        key_files+=("${dir}/logdir/keys.${n}.scp")
+        local run=("$@" --key_file "${dir}/logdir/keys.${n}.scp" --output_dir "${dir}/logdir/output.${n}")
+        (IFS=$'\t'; echo "${run[*]}") >> "${_steps_plans}/plan.${n}"
+    done
+    split_scp.sh "${keys}" "${key_files[@]}"
+    [ "${njobs}" -le "${_steps_jobs}" ] || _steps_jobs=${njobs}
+    _steps_dirs+=("${dir}")
+    _steps_signatures+=("${signature}")
+    _steps_counts+=("${njobs}")
+}
+steps_run() {
+    [ "${#_steps_dirs[@]}" -gt 0 ] || return 0
+    log "${_steps_name}: ${_steps_dirs[*]} (logs: ${_steps_plans})"
     local n
-    n=$(min "$3" "$(wc -l < "$1")")
-    mkdir -p "$2"
-    # shellcheck disable=SC2046
-    split_scp.sh "$1" $(seq -f "$2/keys.%g.scp" 1 "${n}")
-    echo "${n}"
+    for ((n = 1; n <= _steps_jobs; n++)); do touch "${_steps_plans}/plan.${n}"; done
+    ${decode_cmd} --gpu "${_steps_gpus}" JOB=1:"${_steps_jobs}" "${_steps_plans}/${_steps_name}.JOB.log" \
+        "${python}" -m sepalm_espnet.bin.run_many --plan "${_steps_plans}/plan.JOB" "$@"
+    "${python}" -m sepalm_espnet.bin.merge_job_outputs --dirs "${_steps_dirs[@]}" --num_jobs "${_steps_counts[@]}"
 }
-# Joins the JOB pieces $2.1 ... $2.$3 of a Kaldi file into $1 (sorted; a duplicate key fails).
-merge_jobs() {
-    local out=$1 prefix=$2 n=$3
-    # shellcheck disable=SC2046
-    cat $(seq -f "${prefix}.%g" 1 "${n}") | LC_ALL=C sort > "${out}.tmp"
-    local dup
-    dup=$(cut -d' ' -f1 "${out}.tmp" | uniq -d | head -n 1)
-    [ -z "${dup}" ] || fail "${out}: key ${dup} was written by two jobs"
-    mv "${out}.tmp" "${out}"
+steps_done() {
+    local i
+    for i in "${!_steps_dirs[@]}"; do step_done "${_steps_dirs[i]}" "${_steps_signatures[i]}"; done
 }
-num_speakers() { find "$1" -maxdepth 1 -name 'spk[0-9]*.scp' | wc -l; }
-# "dir/spk1.scp dir/spk2.scp": $1 = dir, $2 = number of speakers, $3 = file pattern (%n = speaker).
-speaker_files() {
-    local n
-    for n in $(seq "$2"); do echo "$1/${3//%n/${n}}"; done
+# job_step DIR SIGNATURE KEYS NAME MODULE ARGS...: a single step.
+job_step() {
+    steps_begin "$4"
+    steps_add "$1" "$2" "$3"
+    steps_run "${@:5}"
+    steps_done
 }
 
 # One training job through ESPnet's distributed options: one process per GPU on one node, or
@@ -67,66 +126,76 @@ launch_training() {
     fi
 }
 
-# Collects ESPnet shape statistics, then trains, for any of our ESPnet tasks:
-#   train_task NAME BIN CONFIG ARGS STATS_DIR EXP_DIR MODEL TRAIN_DIR VALID_DIR DATA_FN KEY_FILE FIRST_SHAPE
-# DATA_FN prints the task's --<split>_data_path_and_name_and_type options of a data dir; KEY_FILE
-# (in each data dir) lists the examples; FIRST_SHAPE is the data name ESPnet batches by.
-train_task() {
-    local name=$1 bin=$2 config=$3 args=$4 stats_dir=$5 exp=$6 model=$7 train_dir=$8 valid_dir=$9
-    local data_fn=${10} key_file=${11} first_shape=${12}
-    [ -f "${config}" ] || fail "--${name}_config ${config}: file not found"
-    local signature
-    signature="config=$(md5sum < "${config}") data=$(done_sum "${train_dir}" "${valid_dir}") args=${args}"
-    if is_done "${stats_dir}" "${signature}"; then
-        log "${name}: ${stats_dir} is up to date, skipped"
-    else
-        log "${name}: collect shape statistics in ${stats_dir}"
-        start_or_resume "${stats_dir}" "${signature}"
-        local logdir=${stats_dir}/logdir n
-        # As many train as valid key files: each stats job takes one of each.
-        local _nj
-        _nj=$(min "${nj}" "$(wc -l < "${valid_dir}/${key_file}")")
-        _nj=$(split_keys "${train_dir}/${key_file}" "${logdir}" "${_nj}")
-        split_keys "${valid_dir}/${key_file}" "${logdir}/valid" "${_nj}" > /dev/null
-        # shellcheck disable=SC2046,SC2086
-        ${train_cmd} JOB=1:"${_nj}" "${logdir}/stats.JOB.log" \
-            ${python} -m sepalm_espnet.bin.${bin} --collect_stats true --config "${config}" \
-                $(${data_fn} train "${train_dir}") $(${data_fn} valid "${valid_dir}") \
-                --train_shape_file "${logdir}/keys.JOB.scp" --valid_shape_file "${logdir}/valid/keys.JOB.scp" \
-                --output_dir "${logdir}/stats.JOB" ${args}
-        # shellcheck disable=SC2046
-        ${python} -m espnet2.bin.aggregate_stats_dirs --output_dir "${stats_dir}" \
-            $(for n in $(seq "${_nj}"); do echo "--input_dir ${logdir}/stats.${n}"; done)
-        mark_done "${stats_dir}" "${signature}"
-    fi
-
-    signature="${signature} stats=$(md5sum < "${stats_dir}/.done")"
-    if is_done "${exp}" "${signature}"; then
-        log "${name}: ${exp} is trained, skipped"
-        return
-    fi
-    log "${name}: train in ${exp} (log: ${exp}/train.log)"
-    # No start_or_resume here: ESPnet's --resume continues from the last checkpoint.
-    mkdir -p "${exp}"
-    local shapes=() split shape
-    for split in train valid; do
-        shapes+=(--"${split}"_shape_file "${stats_dir}/${split}/${first_shape}_shape")
-        for shape in "${stats_dir}/${split}"/*_shape; do
-            [ "${shape}" = "${stats_dir}/${split}/${first_shape}_shape" ] || shapes+=(--"${split}"_shape_file "${shape}")
-        done
-    done
-    # shellcheck disable=SC2046,SC2086
-    launch_training "${exp}/train.log" \
-        ${python} -m sepalm_espnet.bin.${bin} --config "${config}" \
-            $(${data_fn} train "${train_dir}") $(${data_fn} valid "${valid_dir}") \
-            "${shapes[@]}" --resume true --output_dir "${exp}" ${args}
-    [ -e "${exp}/${model}" ] || fail "training ended without ${exp}/${model} (see --${name}_inference_model)"
-    mark_done "${exp}" "${signature}"
+# ESPnet data options of a split: data_options SPLIT path,name,type ...
+data_options() {
+    local split=$1 spec
+    shift
+    for spec in "$@"; do echo "--${split}_data_path_and_name_and_type=${spec}"; done
 }
 
-# Starts (or resumes) a JOB-split step writing into $2 over the keys of $1: sets _logdir and _nj.
-start_split() {
-    start_or_resume "$2" "$3"
-    _logdir=$2/logdir
-    _nj=$(split_keys "$1" "${_logdir}" "${inference_nj}")
+# train_task NAME BIN CONFIG STATS_DIR EXP MODEL SHAPE_NAME TRAIN_DATA VALID_DATA ARGS USER_ARGS:
+# shape statistics, then training, of any of our ESPnet tasks. TRAIN_DATA, VALID_DATA and ARGS
+# name arrays: "path,name,type" specs (the first one's keys are the examples; SHAPE_NAME is the
+# data ESPnet batches by) and the recipe's training options; USER_ARGS is the user's --*_args.
+train_task() {
+    local name=$1 bin=$2 config=$3 stats_dir=$4 exp=$5 model=$6 shape_name=$7
+    local -n train_specs=$8 valid_specs=$9 recipe_args=${10}
+    local train_opts valid_opts paths=() spec signature train_args user_args
+    read -ra user_args <<< "${11}"
+    train_args=("${recipe_args[@]}" "${user_args[@]}")
+    [ -f "${config}" ] || fail "--${name}_config ${config}: file not found"
+    for spec in "${train_specs[@]}" "${valid_specs[@]}"; do paths+=("${spec%%,*}"); done
+    mapfile -t train_opts < <(data_options train "${train_specs[@]}")
+    mapfile -t valid_opts < <(data_options valid "${valid_specs[@]}")
+    signature="config=$(files_sum "${config}") data=$(files_sum "${paths[@]}") args=${train_args[*]}"
+
+    if step_needed "${stats_dir}" "${signature}"; then
+        log "${name}: collect shape statistics in ${stats_dir}"
+        local logdir=${stats_dir}/logdir train_keys=${train_specs[0]%%,*} valid_keys=${valid_specs[0]%%,*}
+        local njobs n inputs=() train_splits=() valid_splits=()
+        njobs=$(wc -l < "${valid_keys}")
+        [ "${njobs}" -le "${nj}" ] || njobs=${nj}
+        for ((n = 1; n <= njobs; n++)); do
+            train_splits+=("${logdir}/train.${n}.scp")
+            valid_splits+=("${logdir}/valid.${n}.scp")
+            inputs+=(--input_dir "${logdir}/stats.${n}")
+        done
+        split_scp.sh "${train_keys}" "${train_splits[@]}"
+        split_scp.sh "${valid_keys}" "${valid_splits[@]}"
+        ${train_cmd} JOB=1:"${njobs}" "${logdir}/stats.JOB.log" \
+            "${python}" -m "sepalm_espnet.bin.${bin}" --collect_stats true --config "${config}" \
+                "${train_opts[@]}" "${valid_opts[@]}" --train_shape_file "${logdir}/train.JOB.scp" \
+                --valid_shape_file "${logdir}/valid.JOB.scp" --output_dir "${logdir}/stats.JOB" "${train_args[@]}"
+        "${python}" -m espnet2.bin.aggregate_stats_dirs --output_dir "${stats_dir}" "${inputs[@]}"
+        step_done "${stats_dir}" "${signature}"
+    fi
+
+    signature="${signature} stats=$(files_sum "${stats_dir}/.done")"
+    step_needed "${exp}" "${signature}" || return 0
+    log "${name}: train in ${exp} (log: ${exp}/train.log)"
+    local shapes=() split shape
+    for split in train valid; do
+        shapes+=(--"${split}"_shape_file "${stats_dir}/${split}/${shape_name}_shape")
+        for shape in "${stats_dir}/${split}"/*_shape; do
+            [ "${shape}" = "${stats_dir}/${split}/${shape_name}_shape" ] || shapes+=(--"${split}"_shape_file "${shape}")
+        done
+    done
+    # An interrupted training with the same signature continues (ESPnet --resume).
+    launch_training "${exp}/train.log" \
+        "${python}" -m "sepalm_espnet.bin.${bin}" --config "${config}" "${train_opts[@]}" "${valid_opts[@]}" \
+            "${shapes[@]}" --resume true --output_dir "${exp}" "${train_args[@]}"
+    [ -e "${exp}/${model}" ] || fail "training ended without ${exp}/${model} (see --${name}_inference_model)"
+    step_done "${exp}" "${signature}"
+}
+
+# The systems manifest that stage 14 scores: register_system NAME MODE PATH ({set} in PATH
+# stands for each test set). A name registered again with another mode or path replaces its line.
+register_system() {
+    local manifest=${expdir}/systems.tsv line
+    line=$(printf '%s\t%s\t%s' "$1" "$2" "$3")
+    touch "${manifest}"
+    grep -qxF -- "${line}" "${manifest}" && return 0
+    awk -F'\t' -v name="$1" '$1 != name' "${manifest}" > "${manifest}.tmp"
+    echo "${line}" >> "${manifest}.tmp"
+    mv "${manifest}.tmp" "${manifest}"
 }

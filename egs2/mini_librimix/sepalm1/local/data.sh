@@ -25,12 +25,15 @@ help_message="Usage: $0 [options]"
 . ./path.sh
 
 # Only the options given are passed on, so the defaults live in the Python main alone.
+# (Spelt out rather than looped over with ${!name}, so shellcheck sees each option used.)
 opts=()
-for name in n_train n_dev n_test seed reverb nj; do
-    if [ -n "${!name}" ]; then
-        opts+=("--${name}" "${!name}")
-    fi
-done
+add_opt() { [ -z "$2" ] || opts+=("--$1" "$2"); }
+add_opt n_train "${n_train}"
+add_opt n_dev "${n_dev}"
+add_opt n_test "${n_test}"
+add_opt seed "${seed}"
+add_opt reverb "${reverb}"
+add_opt nj "${nj}"
 
 log "Synthesizing mini LibriMix into ${corpus_dir}"
 python -m sepalm_espnet.bin.prepare_mini_librimix --corpus_dir "${corpus_dir}" --datadir "${datadir}" "${opts[@]}"
