@@ -47,9 +47,11 @@ def main(argv=None):
     if missing:  # before minutes of model loading
         sys.exit(f"sepalm-separate: {missing[0]}: no such file")
     try:
+        # Keys become file names: the scp is read (and its keys checked) before the model loads.
+        entries = select_entries(args.wav_scp, read_key_file(args.key_file)) if args.wav_scp else {}
         model = SepALM.from_pretrained(args.model, device=args.device, mode=args.mode, zero_shot=args.zero_shot)
         if args.wav_scp:
-            separate_scp(model, args.wav_scp, args.key_file, outdir)
+            separate_scp(model, args.wav_scp, entries, outdir)
         for path in map(Path, args.inputs):
             samples, fs = read_audio(path)
             speakers = model.separate(samples, fs)
@@ -63,10 +65,10 @@ def main(argv=None):
         sys.exit(f"sepalm-separate: {exc}")
 
 
-def separate_scp(model: SepALM, wav_scp: str, key_file, outdir: Path) -> None:
+def separate_scp(model: SepALM, wav_scp: str, entries: dict, outdir: Path) -> None:
     """Batch mode; per-speaker scps and transcripts are written once every key is done."""
     outputs, texts_pt, texts_ct = {}, {}, {}
-    for key, value in select_entries(wav_scp, read_key_file(key_file)).items():
+    for key, value in entries.items():
         samples, fs = load_scp_audio(value, f"{wav_scp} (key {key})")
         speakers = model.separate(samples, fs)
         for n, path in enumerate(write_outputs(outdir / "wavs", key, speakers, fs), start=1):

@@ -1,0 +1,70 @@
+"""The recipe's step life cycle (egs2/TEMPLATE/sepalm1/scripts/stage_lib.sh) driven from bash:
+skip what is up to date, move aside (never delete) what other inputs made, and run the steps of
+several sets as one job array whose outputs are merged per set."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sepalm_espnet.data.kaldi_dir import read_kv, read_text, write_kv
+
+REPO = Path(__file__).resolve().parents[2]
+STAGE_LIB = REPO / "egs2/TEMPLATE/sepalm1/scripts/stage_lib.sh"
+
+
+def bash(script, cwd):
+    prelude = (f"set -euo pipefail; python={sys.executable}; expdir=exp; nj=2; inference_nj=2; ngpu=0; "
+               f"num_nodes=1; cmd_backend=local; decode_cmd=utils/run.sh; train_cmd=utils/run.sh; "
+               f". {STAGE_LIB}; ")
+    (cwd / "utils").exists() or (cwd / "utils").symlink_to(REPO / "utils")
+    env = dict(os.environ, PATH=f"{REPO / 'utils'}:{os.environ['PATH']}", OMP_NUM_THREADS="1")
+    return subprocess.run(["bash", "-c", prelude + script], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_a_step_is_skipped_when_up_to_date_and_moved_aside_when_its_inputs_change(tmp_path):
+    run = bash("step_needed out sig1 && echo result > out/file && step_done out sig1; "
+               "step_needed out sig1 || echo skipped", tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "out is up to date, skipped" in run.stderr and "skipped" in run.stdout
+    run = bash("step_needed out sig2 && echo ran", tmp_path)
+    assert "out was made with other inputs or options: moved to out.old." in run.stderr
+    [aside] = tmp_path.glob("out.old.*")
+    assert (aside / "file").read_text() == "result\n" and (aside / ".done").read_text() == "sig1\n"
+    assert not (tmp_path / "out/file").exists() and (tmp_path / "out/.signature").read_text() == "sig2\n"
+
+
+def test_an_interrupted_step_resumes_in_place(tmp_path):
+    run = bash("step_needed out sig && touch out/partial; step_needed out sig && ls out", tmp_path)
+    assert run.returncode == 0 and "partial" in run.stdout and not list(tmp_path.glob("out.old.*"))
+
+
+def test_files_sum_follows_contents_and_names_a_missing_input(tmp_path):
+    (tmp_path / "a").write_text("1\n")
+    first = bash("files_sum a", tmp_path).stdout
+    (tmp_path / "a").write_text("2\n")
+    assert bash("files_sum a", tmp_path).stdout != first
+    run = bash("files_sum a missing", tmp_path)
+    assert run.returncode != 0 and "missing not found: run the stage that makes it" in run.stderr
+
+
+def test_steps_of_several_sets_run_as_one_job_array_and_merge_per_set(tmp_path):
+    for dset, texts in (("a", {"u1": "cat", "u2": "dog", "u3": "hen"}), ("b", {"v1": "hello"})):
+        write_kv(tmp_path / f"{dset}.txt", texts)
+    script = ("steps_begin g2p; for d in a b; do steps_add out/$d sig_$d $d.txt --text $d.txt; done; "
+              "steps_run sepalm_espnet.bin.g2p; steps_done")
+    run = bash(script, tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert list(read_text(tmp_path / "out/a/phonemes")) == ["u1", "u2", "u3"]
+    assert list(read_text(tmp_path / "out/b/phonemes")) == ["v1"]
+    assert (tmp_path / "exp/plans/g2p/plan.1").read_text().count("\n") == 2  # job 1 runs both sets
+    assert (tmp_path / "exp/plans/g2p/plan.2").read_text().count("\n") == 1  # job 2: only a has a second split
+    assert (tmp_path / "out/a/.done").read_text() == "sig_a\n"
+    rerun = bash(script, tmp_path)
+    assert "out/a is up to date, skipped" in rerun.stderr and "out/b is up to date, skipped" in rerun.stderr
+
+
+def test_a_failed_job_leaves_no_finished_step(tmp_path):
+    write_kv(tmp_path / "a.txt", {"u1": "cat", "u2": "dog"})
+    run = bash("steps_begin g2p; steps_add out/a sig a.txt --text missing.txt; steps_run sepalm_espnet.bin.g2p; "
+               "steps_done", tmp_path)
+    assert run.returncode != 0 and not (tmp_path / "out/a/.done").exists() and not (tmp_path / "out/a/phonemes").exists()
