@@ -1,6 +1,4 @@
 """Stage 9 worker: DAC tokens of one JOB's keys of several scps -> <output_dir>/<name>.{ark,scp}."""
-from pathlib import Path
-
 from sepalm_espnet.synthesizer.codec import CodecError, DacCodec
 from sepalm_espnet.synthesizer.token_io import tokenize_wav_scp
 from sepalm_espnet.utils import cli
@@ -9,8 +7,7 @@ from sepalm_espnet.utils import cli
 def get_parser():
     parser = cli.standard_parser(__doc__)
     parser.add_argument("--codec", required=True, help="DAC release tag (16khz, 24khz, 44khz) or weights file")
-    parser.add_argument("--wav_scp", required=True, nargs="+", help="`key audio` lines (files or piped commands)")
-    parser.add_argument("--output_names", required=True, nargs="+", help="one token file stem per --wav_scp")
+    cli.add_scp_outputs(parser, "token file stem")
     parser.add_argument("--batch_size", type=int, default=8, help="utterances of similar length encoded together")
     parser.add_argument("--n_codebooks", type=int, default=None, help="keep the first Q codebooks (default: all)")
     cli.add_job_options(parser)
@@ -20,14 +17,13 @@ def get_parser():
 def main(argv=None):
     parser = get_parser()
     args = cli.parse_args(parser, argv)
-    if len(args.wav_scp) != len(args.output_names):
-        parser.error(f"{len(args.wav_scp)} --wav_scp but {len(args.output_names)} --output_names")
+    outputs = cli.scp_outputs(parser, args)
 
     def work():
         codec = DacCodec.from_pretrained(args.codec, args.n_codebooks, args.device)
-        out = Path(args.output_dir)
-        for wav_scp, name in zip(args.wav_scp, args.output_names):
-            tokenize_wav_scp(codec, wav_scp, out / f"{name}.ark", out / f"{name}.scp", args.key_file, args.batch_size)
+        for wav_scp, stem in outputs:
+            tokenize_wav_scp(codec, wav_scp, stem.parent / f"{stem.name}.ark", stem.parent / f"{stem.name}.scp",
+                             args.key_file, args.batch_size)
 
     cli.run_main("codec_tokenize", work, (ValueError, OSError, CodecError))
 

@@ -1,8 +1,6 @@
 """Stage 6 worker: speech units (`key 12 45 7`) of one JOB's keys of several scps at once.
 The feature extractor (type, layer, normalisation) is the one kmeans.yaml recorded at fitting.
 """
-from pathlib import Path
-
 from sepalm_espnet.corrector.units import build_feature_extractor, extract_units_scp, load_kmeans
 from sepalm_espnet.utils import cli
 
@@ -10,8 +8,7 @@ from sepalm_espnet.utils import cli
 def get_parser():
     parser = cli.standard_parser(__doc__)
     parser.add_argument("--kmeans_dir", required=True, help="fit_kmeans output: centers.npy + kmeans.yaml")
-    parser.add_argument("--wav_scp", required=True, nargs="+")
-    parser.add_argument("--output_names", required=True, nargs="+", help="one units file name per --wav_scp")
+    cli.add_scp_outputs(parser, "units file")
     parser.add_argument("--hubert_dir", help="where this machine keeps the HuBERT that kmeans.yaml names")
     parser.add_argument("--keep_repeats", type=cli.str2bool, default=False, help="do not merge runs of one unit")
     cli.add_job_options(parser)
@@ -21,8 +18,7 @@ def get_parser():
 def main(argv=None):
     parser = get_parser()
     args = cli.parse_args(parser, argv)
-    if len(args.wav_scp) != len(args.output_names):
-        parser.error(f"{len(args.wav_scp)} --wav_scp but {len(args.output_names)} --output_names")
+    outputs = cli.scp_outputs(parser, args)
 
     def work():
         quantizer, feature_type, feature_conf = load_kmeans(args.kmeans_dir)
@@ -31,9 +27,8 @@ def main(argv=None):
                 raise ValueError(f"--hubert_dir given but {args.kmeans_dir} uses {feature_type} features")
             feature_conf = {**feature_conf, "model": args.hubert_dir}
         extractor = build_feature_extractor(feature_type, feature_conf, args.device)
-        for wav_scp, name in zip(args.wav_scp, args.output_names):
-            extract_units_scp(extractor, quantizer, wav_scp, Path(args.output_dir) / name, args.key_file,
-                              not args.keep_repeats)
+        for wav_scp, output in outputs:
+            extract_units_scp(extractor, quantizer, wav_scp, output, args.key_file, not args.keep_repeats)
 
     cli.run_main("extract_units", work)
 

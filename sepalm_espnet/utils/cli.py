@@ -140,3 +140,18 @@ def add_job_options(parser: argparse.ArgumentParser, device: bool = True) -> Non
     parser.add_argument("--output_dir", required=True, help="the worker's output directory (Kaldi files)")
     if device:
         parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+
+
+def add_scp_outputs(parser: argparse.ArgumentParser, what: str) -> None:
+    """Workers that treat several scps of one split at once (estimates and references)."""
+    parser.add_argument("--wav_scp", required=True, nargs="+", help="audio scps, each with the keys of --key_file")
+    parser.add_argument("--output_names", required=True, nargs="+", help=f"one {what} name per --wav_scp")
+
+
+def scp_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list:
+    """[(scp, output path)] of add_scp_outputs' options."""
+    from pathlib import Path
+
+    if len(args.wav_scp) != len(args.output_names):
+        parser.error(f"{len(args.wav_scp)} --wav_scp but {len(args.output_names)} --output_names")
+    return [(scp, Path(args.output_dir) / name) for scp, name in zip(args.wav_scp, args.output_names)]
