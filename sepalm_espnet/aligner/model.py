@@ -222,7 +222,10 @@ class AlignerModel(AbsESPnetModel):
 
     Batches come from the aligner task: speech_est (ŝ of one estimate), speech_syn (its s*,
     fitted to ŝ's length) and speech_ref (the reference matched to that estimate by the stored
-    permutation). Lengths are absent in chunk-iterator batches (every crop is full).
+    permutation), zero-padded to the longest item with their `*_lengths` (ESPnet's sequence
+    iterator): the loss is the mean over items of -SI-SNR over each item's own samples, so a
+    padded batch has the loss (and gradient) of its items taken one at a time. Lengths are
+    absent in chunk-iterator batches (every crop is full).
     """
 
     # Same bound as the separator's SI-SNR criterion: a perfect estimate has a finite loss.
@@ -234,15 +237,21 @@ class AlignerModel(AbsESPnetModel):
         self.si_snr_loss = SISNRLoss(clamp_db=self.SI_SNR_CLAMP_DB, zero_mean=False)
 
     def si_snr(self, reference: torch.Tensor, estimate: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B,) SI-SNR in dB over each item's own samples (zero-mean there, padding excluded)."""
+        """(B,) SI-SNR in dB over each item's own samples (zero-mean there, padding excluded).
+
+        Computed in float64 (returned in the reference's dtype): float32 sums over thousands of
+        samples differ with the batch's shape by ~1e-5 dB, float64 ones do not, so a padded
+        item scores as it does alone. The cost is nothing next to the CNN's.
+        """
+        dtype = reference.dtype
         mask = length_mask(lengths, reference.size(-1))
-        count = lengths.unsqueeze(1).to(reference.dtype)
+        count = lengths.unsqueeze(1).to(torch.float64)
 
         def zero_mean(signal: torch.Tensor) -> torch.Tensor:
-            signal = signal * mask
+            signal = signal.to(torch.float64) * mask
             return (signal - signal.sum(dim=1, keepdim=True) / count) * mask
 
-        return -self.si_snr_loss(zero_mean(reference), zero_mean(estimate.to(reference.dtype)))
+        return -self.si_snr_loss(zero_mean(reference), zero_mean(estimate)).to(dtype)
 
     def forward(
         self,
@@ -278,3 +287,19 @@ class AlignerModel(AbsESPnetModel):
     def collect_feats(self, **batch: torch.Tensor) -> Dict[str, torch.Tensor]:
         """No normalisation statistics: the aligner normalises each utterance itself."""
         return {}
+
+
+# `model:` names of the aligner config (the aligner task's ClassChoices use this table).
+ALIGNERS = {"stft_cnn": STFTAligner}
+
+
+class AlignerBuilder:
+    """`build_model(args)` of the aligner task, without its imports: espnet2.tasks.abs_task
+    and the trainer cost ~15 s a process (sepalm_espnet.tasks.aligner: 19 s, this module: 4 s).
+    For inference: `tasks.loading.build_trained_model(AlignerBuilder, config, model_file)`."""
+
+    @staticmethod
+    def build_model(args) -> AlignerModel:
+        if args.model not in ALIGNERS:
+            raise ValueError(f"unknown aligner model '{args.model}'; choose from {sorted(ALIGNERS)}")
+        return AlignerModel(ALIGNERS[args.model](**(args.model_conf or {})))

@@ -12,13 +12,15 @@ Backends (`build_asr_teacher`):
   30 s are cut into equal windows of at most 30 s whose transcripts are joined.
 - `faster_whisper`: a CTranslate2 model directory (or a name that faster-whisper resolves on
   the Hugging Face hub; HF_HUB_OFFLINE is respected). Utterances are decoded one at a time:
-  Whisper pads every input to a 30 s window, so batching saves no encoder work on CPU.
-  Measured (Whisper base int8, 8 flite utterances of 2-3 s, shared 2-core machine, best and
-  median of 3): batching them through BatchedInferencePipeline (clip_timestamps over the
-  concatenation; same text) took 13.6 s / 20.9 s in batches of 4 / 8 against 9.4 s one at a
-  time with 2 threads, and 16.6-17.1 s (median 25-26 s) against 21.6 s (median 23.5 s) with
-  1 thread: no consistent gain. GPUs were not measured. Long inputs are windowed by
-  faster-whisper itself.
+  Whisper pads every input to a 30 s window, so the encoder (about 80% of the time of a 2-3 s
+  clip) does the same work batched or not, and on CPU it does it slower batched.
+  Measured (bench/teacher_speed.py and direct CTranslate2 calls: Whisper base int8, 1 thread,
+  espeak-ng clips of 2.4 s, shared 2-core machine, passes interleaved): BatchedInferencePipeline
+  (clip_timestamps over the concatenation) gives the same text, 20/20 clips, but took 0.94x and
+  1.05x (batches of 4) and 1.03x and 1.07x (batches of 8) the CPU time of one at a time in two
+  runs: no gain beyond the ~5% noise. Encoding 8 windows as 2 batches of 4 took 16.3-17.3 s
+  against 13.0-14.1 s one by one, while greedy decoding of 8 together saved 2-10% of its
+  0.35 s a clip. GPUs were not measured. Long inputs are windowed by faster-whisper itself.
 
 Both decode greedily (temperature 0, no fallback, no beam), in English, without timestamps
 and without conditioning on previous text, and transcribe every utterance (faster-whisper's
@@ -35,15 +37,13 @@ import logging
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
-import whisper
-from faster_whisper import WhisperModel
-from whisper.audio import N_SAMPLES
 
 from sepalm_espnet.corrector.text_norm import normalize_text
 from sepalm_espnet.data.format import load_mono
 from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, read_key_file, read_kv, select_entries, write_kv
-from sepalm_espnet.metrics.separation import read_permutation
+
+# Each backend imports its package when built, and transcribe_references the scoring module
+# (fast_bss_eval, pystoi, scipy.signal: ~2 s) when called: a stage 5 job pays for what it uses.
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ class AsrTeacher(abc.ABC):
 
 class OpenAIWhisperTeacher(AsrTeacher):
     def __init__(self, model: str, device: str = "cpu"):
+        import whisper
+
         self.model = whisper.load_model(model, device=device).eval()
         self.options = whisper.DecodingOptions(
             task="transcribe",
@@ -71,6 +73,10 @@ class OpenAIWhisperTeacher(AsrTeacher):
         )
 
     def transcribe(self, audios: Sequence[np.ndarray]) -> List[str]:
+        import torch
+        import whisper
+        from whisper.audio import N_SAMPLES
+
         windows, owners = [], []
         for index, audio in enumerate(audios):
             n_windows = max(1, -(-len(audio) // N_SAMPLES))
@@ -92,28 +98,34 @@ class OpenAIWhisperTeacher(AsrTeacher):
 
 
 class FasterWhisperTeacher(AsrTeacher):
-    def __init__(self, model: str, device: str = "cpu", compute_type: Optional[str] = None):
-        """compute_type defaults to int8 on CPU (fastest there) and float16 on GPU."""
+    # Greedy, English (no language detection), no timestamps, no temperature fallback, no VAD,
+    # no previous-text prompt, no no-speech skipping.
+    DECODE_OPTIONS = dict(
+        language=LANGUAGE,
+        task="transcribe",
+        beam_size=1,
+        best_of=1,
+        temperature=0.0,
+        condition_on_previous_text=False,
+        without_timestamps=True,
+        vad_filter=False,
+        no_speech_threshold=None,
+    )
+
+    def __init__(self, model: str, device: str = "cpu", compute_type: Optional[str] = None, cpu_threads: int = 0):
+        """compute_type defaults to int8 on CPU (fastest there) and float16 on GPU; cpu_threads 0
+        follows OMP_NUM_THREADS."""
+        from faster_whisper import WhisperModel
+
         if compute_type is None:
             compute_type = "int8" if device == "cpu" else "float16"
-        self.model = WhisperModel(model, device=device, compute_type=compute_type)
+        self.model = WhisperModel(model, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
 
     def transcribe(self, audios: Sequence[np.ndarray]) -> List[str]:
         return [self._transcribe_one(audio) for audio in audios]
 
     def _transcribe_one(self, audio: np.ndarray) -> str:
-        segments, _ = self.model.transcribe(
-            audio,
-            language=LANGUAGE,
-            task="transcribe",
-            beam_size=1,
-            best_of=1,
-            temperature=0.0,
-            condition_on_previous_text=False,
-            without_timestamps=True,
-            vad_filter=False,
-            no_speech_threshold=None,
-        )
+        segments, _ = self.model.transcribe(audio, **self.DECODE_OPTIONS)
         return "".join(segment.text for segment in segments).strip()
 
 
@@ -167,6 +179,8 @@ def transcribe_references(teacher: AsrTeacher, ref_scps: Sequence[PathLike],
     so that `text_ct_spk{n}` and `text_pt_spk{n}` describe the same talker. Keys come from
     `key_file` if given, else from the first reference scp.
     """
+    from sepalm_espnet.metrics.separation import read_permutation
+
     if len(ref_scps) != len(out_texts):
         raise ValueError(f"{len(ref_scps)} reference scps but {len(out_texts)} output texts")
     keys = read_key_file(key_file)

@@ -2,8 +2,11 @@
 
 Each data directory holds three aligned scps, one line per separated estimate: speech_est (ŝ),
 speech_syn (its re-synthesized s*) and speech_ref (the clean reference matched to it by the
-stored permutation). Training goes through ESPnet's own trainer, so the chunk iterator crops
-the three signals at one random offset exactly as enh training crops mixture and references.
+stored permutation). Training goes through ESPnet's own trainer. The configs use the sequence
+iterator: whole triples, padded in a batch by CommonCollateFn, which adds the `*_lengths` that
+AlignerModel masks the padding with (a padded item's loss and gradient are those it has
+alone). The chunk iterator (random crops at one offset for the three signals; ESPnet 202511's
+needs numpy < 2.4) works too, but its half-overlapping crops compute most samples twice.
 """
 from __future__ import annotations
 
@@ -17,11 +20,11 @@ from espnet2.train.class_choices import ClassChoices
 from espnet2.train.collate_fn import CommonCollateFn
 from espnet2.train.trainer import Trainer
 
-from sepalm_espnet.aligner.model import AbsAligner, AlignerModel, STFTAligner, fit_synthesized_length
+from sepalm_espnet.aligner.model import ALIGNERS, AbsAligner, AlignerBuilder, AlignerModel, fit_synthesized_length
 
 model_choices = ClassChoices(
     name="model",
-    classes=dict(stft_cnn=STFTAligner),
+    classes=dict(ALIGNERS),
     type_check=AbsAligner,
     default="stft_cnn",
 )
@@ -65,5 +68,4 @@ class AlignerTask(AbsTask):
 
     @classmethod
     def build_model(cls, args: argparse.Namespace) -> AlignerModel:
-        aligner = model_choices.get_class(args.model)(**args.model_conf)
-        return AlignerModel(aligner)
+        return AlignerBuilder.build_model(args)

@@ -91,6 +91,63 @@ def test_padded_batch_matches_items_alone():
             assert torch.all(batch[i, length:] == 0)
 
 
+def padded_batch(lengths, total_length: int, seed: int = 0):
+    """(ŝ, s*, s) of the given lengths, padded with garbage (not zeros) past each item's end."""
+    reference = signals(len(lengths), total_length, seed)
+    speech_est = reference + 0.5 * signals(len(lengths), total_length, seed + 1)
+    speech_syn = reference + 0.8 * signals(len(lengths), total_length, seed + 2)
+    return speech_est, speech_syn, reference, torch.tensor(lengths)
+
+
+def test_padded_batch_loss_and_gradient_are_the_mean_over_examples_alone():
+    torch.manual_seed(0)
+    model = AlignerModel(randomize_output(STFTAligner(max_lag_ms=5.0, fs=FS)))
+    lengths = [4000, 2903, 1500]
+    speech_est, speech_syn, reference, lengths_tensor = padded_batch(lengths, 4000)
+
+    def loss_and_grads(*batch):
+        model.zero_grad()
+        loss, stats, _ = model(*batch)
+        loss.backward()
+        return loss.detach(), stats, [p.grad.clone() for p in model.parameters()]
+
+    loss, stats, grads = loss_and_grads(speech_est, speech_syn, reference, lengths_tensor, lengths_tensor,
+                                        lengths_tensor)
+    alone = [
+        loss_and_grads(speech_est[i : i + 1, :n], speech_syn[i : i + 1, :n], reference[i : i + 1, :n])
+        for i, n in enumerate(lengths)
+    ]
+    expected_loss = torch.stack([item_loss for item_loss, _, _ in alone]).mean()
+    assert abs(loss.item() - expected_loss.item()) < 1e-5, (loss.item(), expected_loss.item())
+    assert abs(loss.item() + stats["si_snr"].item()) < 1e-5
+    for name in ("si_snr_est", "si_snr_syn"):
+        expected = torch.stack([item_stats[name] for _, item_stats, _ in alone]).mean()
+        assert abs(stats[name].item() - expected.item()) < 1e-5, name
+    for index, grad in enumerate(grads):
+        expected = torch.stack([item_grads[index] for _, _, item_grads in alone]).mean(dim=0)
+        torch.testing.assert_close(grad, expected, atol=1e-5, rtol=1e-4)
+    assert any(grad.abs().sum() > 0 for grad in grads)
+
+
+def test_padding_content_changes_neither_loss_nor_gradient():
+    model = AlignerModel(randomize_output(STFTAligner()))
+    lengths = [3000, 2100]
+    garbage = padded_batch(lengths, 3000)
+    zeros = [signal * (torch.arange(3000) < torch.tensor(lengths)[:, None]) for signal in garbage[:3]]
+    results = []
+    for batch in (garbage, (*zeros, garbage[3])):
+        model.zero_grad()
+        loss, _, _ = model(*batch[:3], batch[3], batch[3], batch[3])
+        loss.backward()
+        assert torch.isfinite(loss)
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (loss_garbage, grads_garbage), (loss_zeros, grads_zeros) = results
+    assert loss_garbage.item() == pytest.approx(loss_zeros.item(), abs=1e-6)
+    for grad_garbage, grad_zeros in zip(grads_garbage, grads_zeros):
+        assert torch.isfinite(grad_garbage).all()
+        torch.testing.assert_close(grad_garbage, grad_zeros, atol=1e-6, rtol=1e-5)
+
+
 def test_forward_requires_fitted_synthesized_speech():
     with pytest.raises(ValueError, match="fit s"):
         STFTAligner()(signals(1, 1000), signals(1, 1100))

@@ -3,6 +3,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import librosa
@@ -19,7 +20,7 @@ from sepalm_espnet.corrector.asr_teacher import (
     transcribe_references,
     transcribe_scp,
 )
-from sepalm_espnet.corrector.text_norm import wer
+from sepalm_espnet.corrector.text_norm import normalize_text, wer
 from sepalm_espnet.data.kaldi_dir import DataDirError, read_text, write_kv
 
 FS = 16000
@@ -115,6 +116,44 @@ def test_faster_whisper_transcribes_synthetic_speech(tmp_path, monkeypatch):
     assert n_words == 9 and error_rate < 0.5, transcript
 
 
+def test_faster_whisper_decodes_greedily_in_english_one_clip_at_a_time(monkeypatch):
+    import faster_whisper
+
+    calls = []
+
+    class FakeWhisperModel:
+        def __init__(self, model, device, compute_type, cpu_threads):
+            self.init = dict(model=model, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+
+        def transcribe(self, audio, **options):
+            calls.append((len(audio), options))
+            segment = type("Segment", (), {"text": f" {len(audio)} samples."})
+            return iter([segment]), None
+
+    monkeypatch.setattr(faster_whisper, "WhisperModel", FakeWhisperModel)
+    teacher = build_asr_teacher("faster_whisper", "model_dir")
+    assert teacher.model.init == dict(model="model_dir", device="cpu", compute_type="int8", cpu_threads=0)
+    assert teacher.transcribe([np.zeros(1600, np.float32), np.zeros(40 * FS, np.float32)]) == [
+        "1600 samples.", f"{40 * FS} samples."
+    ]
+    assert [n for n, _ in calls] == [1600, 40 * FS]
+    for _, options in calls:
+        assert options == dict(language="en", task="transcribe", beam_size=1, best_of=1, temperature=0.0,
+                               condition_on_previous_text=False, without_timestamps=True, vad_filter=False,
+                               no_speech_threshold=None)
+
+
+def test_module_import_leaves_backends_and_scoring_unloaded():
+    """A stage 5 job imports only the backend it builds (faster-whisper, or openai-whisper's
+    model code) and not the separation metrics (fast_bss_eval, pystoi) at all."""
+    probe = ("import sys, sepalm_espnet.corrector.asr_teacher; "
+             "print(sorted(m for m in ('faster_whisper', 'sepalm_espnet.metrics.separation', 'fast_bss_eval') "
+             "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).parents[2])
+    assert result.stdout.strip() == "[]"
+
+
 def test_transcribe_scp_writes_sorted_normalized_text_in_batches(tmp_path):
     scp = write_wavs(tmp_path, {"c": 1600, "a": 3200, "e": 800, "b": 4800, "d": 2400})
     teacher = LengthTeacher()
@@ -175,14 +214,13 @@ def test_bad_permutation_is_refused(tmp_path, two_speaker_refs, line, problem):
     assert not outputs[0].exists()
 
 
-def test_cli_separated_and_clean(tmp_path, two_speaker_refs, tiny_whisper_checkpoint):
+def test_cli_writes_one_text_per_scp_of_the_jobs_keys(tmp_path, two_speaker_refs, tiny_whisper_checkpoint):
     spk1, spk2 = two_speaker_refs
-    common = ["--backend", "whisper", "--model", str(tiny_whisper_checkpoint),
-              "--wav_scp", str(spk1), str(spk2)]
-    asr_teacher_main([*common, "--output", str(tmp_path / "text_spk1"), str(tmp_path / "text_spk2")])
-    (tmp_path / "permutation").write_text("m1 2 1\nm2 1 2\n")
-    asr_teacher_main([*common, "--permutation", str(tmp_path / "permutation"),
-                      "--output", str(tmp_path / "text_ct_spk1"), str(tmp_path / "text_ct_spk2")])
-    by_reference = [read_text(tmp_path / "text_spk1"), read_text(tmp_path / "text_spk2")]
-    assert read_text(tmp_path / "text_ct_spk1") == {"m1": by_reference[1]["m1"], "m2": by_reference[0]["m2"]}
-    assert read_text(tmp_path / "text_ct_spk2") == {"m1": by_reference[0]["m1"], "m2": by_reference[1]["m2"]}
+    write_kv(tmp_path / "keys.1.scp", {"m2": "x"})
+    asr_teacher_main(["--backend", "whisper", "--model", str(tiny_whisper_checkpoint),
+                      "--wav_scp", str(spk1), str(spk2), "--output_names", "text_pt", "text_ct",
+                      "--key_file", str(tmp_path / "keys.1.scp"), "--output_dir", str(tmp_path / "out")])
+    teacher = build_asr_teacher("whisper", str(tiny_whisper_checkpoint))
+    for scp, name in ((spk1, "text_pt"), (spk2, "text_ct")):
+        audio, _ = sf.read(read_text(scp)["m2"], dtype="float32")
+        assert read_text(tmp_path / "out" / name) == {"m2": normalize_text(teacher.transcribe([audio])[0])}
