@@ -14,11 +14,10 @@ import numpy as np
 import torch
 
 from sepalm_espnet import zoo
-from sepalm_espnet.aligner.model import AlignerModel, STFTAligner, fit_synthesized_length
+from sepalm_espnet.aligner.model import AlignerBuilder, AlignerModel, STFTAligner, fit_synthesized_length
 from sepalm_espnet.data.audio import write_audio
 from sepalm_espnet.data.format import load_mono
 from sepalm_espnet.data.kaldi_dir import PathLike, read_key_file, select_entries, write_kv
-from sepalm_espnet.tasks.aligner import AlignerTask
 from sepalm_espnet.tasks.loading import ConfigSource, build_trained_model
 
 logger = logging.getLogger(__name__)
@@ -45,7 +44,8 @@ class AlignerInference:
         cls, train_config: ConfigSource, model_file: PathLike, device: str = "cpu"
     ) -> "AlignerInference":
         """The training run's config (a dict, a config.yaml, or None: the one beside model_file)."""
-        model, args = build_trained_model(AlignerTask, train_config, model_file, device)
+        # The task's build_model without importing ESPnet's task machinery (~15 s a process).
+        model, args = build_trained_model(AlignerBuilder, train_config, model_file, device)
         return cls(model, int((args.model_conf or {}).get("fs", DEFAULT_FS)))
 
     @classmethod
