@@ -1,10 +1,11 @@
-"""Cascaded baseline (paper Table 3 (e)): Whisper N-best, then a text LM's generative error correction.
+"""Cascaded baseline (paper Table 3 (f): the LM zero-shot): Whisper N-best, then a text LM's
+generative error correction.
 
     python -m sepalm_espnet.bin.cascade_correct --backend faster_whisper --model $SEPALM_WHISPER_BASE \\
-        --nbest 3 --lm exp/lm/llama --wav_scp exp/sep/decode/test/spk1.scp --key_file keys.1.scp \\
-        --output_dir exp/cascade/decode/test/spk1/split.1
+        --nbest 3 --lm exp/lm/llama --wav_scp exp/sep/decode/test/wav.scp --key_file keys.1.scp \\
+        --output_dir exp/cor/decode_cascade_llama/test/logdir/output.1
 Writes text_pt (1-best), text_ct (LM-corrected), nbest (`key hyp1 ||| hyp2 ||| hyp3`), status and
-fallback.json, as cor_inference does (its --merge_dirs merges these splits, nbest included).
+fallback.json, as cor_inference does (the recipe's job merger joins JOB splits, nbest included).
 """
 import argparse
 import logging
