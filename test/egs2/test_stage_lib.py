@@ -59,6 +59,7 @@ def test_steps_of_several_sets_run_as_one_job_array_and_merge_per_set(tmp_path):
     assert (tmp_path / "exp/plans/g2p/plan.1").read_text().count("\n") == 2  # job 1 runs both sets
     assert (tmp_path / "exp/plans/g2p/plan.2").read_text().count("\n") == 1  # job 2: only a has a second split
     assert (tmp_path / "out/a/.done").read_text() == "sig_a\n"
+    assert (tmp_path / "out/a/logdir/g2p.2.log").is_file() and not (tmp_path / "out/b/logdir/g2p.2.log").exists()
     rerun = bash(script, tmp_path)
     assert "out/a is up to date, skipped" in rerun.stderr and "out/b is up to date, skipped" in rerun.stderr
 

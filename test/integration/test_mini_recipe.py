@@ -111,6 +111,12 @@ def test_stage_9_to_13_tokens_refined_and_aligned_speech(recipe):
     assert len(read_kv(tokens / "est_tokens.scp")) == len(read_kv(tokens / "ref_tokens.scp")) == 12
     assert (recipe / "exp/codec_train_codec_dac_mini/valid.json").is_file()
     assert (recipe / "exp" / COR_DECODE / "phoneme_token_list.txt").is_file()
+    # Every worker is given the recipe's device (stage 13's aligner once ran on the CPU with --ngpu 1).
+    for step, dir in (("separate", f"{SEP}/decode/test"), ("teacher", f"{SEP}/decode/test/teacher"),
+                      ("correct", f"{COR_DECODE}/test"), ("synthesize", f"{SYN_DECODE}/test"),
+                      ("align", f"{ALI_DECODE}/test")):
+        command = (recipe / "exp" / dir / "logdir" / f"{step}.1.log").read_text().splitlines()[0]
+        assert "--device cpu" in command, step
     mixtures = read_kv(recipe / "dump/raw/test/wav.scp")
     for decode in (SYN_DECODE, ALI_DECODE):
         outputs = read_kv(recipe / "exp" / decode / "test" / "speech.scp")

@@ -56,6 +56,7 @@ step_done() { echo "$2" > "$1/.done"; }
 #   steps_run MODULE [ARGS...]               job n runs MODULE once per step: ARGS, the step's
 #                                            ARGS, --key_file DIR/logdir/keys.n.scp, --output_dir
 #                                            DIR/logdir/output.n; then merges each step into DIR
+#                                            (its job logs are copied to DIR/logdir)
 #   steps_done                               marks every step's DIR done
 # (The merge refuses a key missing or written twice.)
 steps_begin() {
@@ -67,8 +68,8 @@ steps_begin() {
     _steps_signatures=()
     _steps_counts=()
     _steps_plans=${expdir}/plans/${_steps_name}
-    rm -rf "${_steps_plans}"
     mkdir -p "${_steps_plans}"
+    rm -f "${_steps_plans}"/plan.*
 }
 steps_add() {
     local dir=$1 signature=$2 keys=$3 n njobs key_files=()
@@ -96,6 +97,12 @@ steps_run() {
     ${decode_cmd} --gpu "${_steps_gpus}" JOB=1:"${_steps_jobs}" "${_steps_plans}/${_steps_name}.JOB.log" \
         "${python}" -m sepalm_espnet.bin.run_many --plan "${_steps_plans}/plan.JOB" "$@"
     "${python}" -m sepalm_espnet.bin.merge_job_outputs --dirs "${_steps_dirs[@]}" --num_jobs "${_steps_counts[@]}"
+    local i
+    for i in "${!_steps_dirs[@]}"; do  # each step keeps the logs of the jobs that made it
+        for ((n = 1; n <= _steps_counts[i]; n++)); do
+            cp "${_steps_plans}/${_steps_name}.${n}.log" "${_steps_dirs[i]}/logdir/"
+        done
+    done
 }
 steps_done() {
     local i
