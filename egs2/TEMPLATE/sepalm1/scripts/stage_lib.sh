@@ -25,7 +25,7 @@ files_sum() {
 }
 # Checksum of every file of a data directory, names included (a new table changes it).
 dir_sum() {
-    (cd "$1" && find . -maxdepth 1 -type f ! -name '.*' -print0 | LC_ALL=C sort -z | xargs -0 md5sum) \
+    (cd "$1" && find . -maxdepth 1 -xtype f ! -name '.*' -print0 | LC_ALL=C sort -z | xargs -0 md5sum) \
         | md5sum | cut -c1-32
 }
 
@@ -40,6 +40,7 @@ step_needed() {
     fi
     if [ -f "${dir}/.signature" ] && [ "$(cat "${dir}/.signature")" != "${signature}" ]; then
         aside=${dir}.old.$(date '+%Y%m%d-%H%M%S')
+        while [ -e "${aside}" ]; do aside=${aside}_; done
         log "${dir} was made with other inputs or options: moved to ${aside}"
         mv "${dir}" "${aside}"
     fi
