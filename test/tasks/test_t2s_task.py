@@ -57,7 +57,7 @@ def test_one_training_step_then_inference(tmp_path):
     (data / "keys").write_text("utt1\nutt3\n")
     infer = [sys.executable, "-m", "sepalm_espnet.bin.t2s_inference", "--train_config", exp / "config.yaml",
              "--model_file", exp / "valid.acc.best.pth", "--phonemes", data / "phonemes", "--key_file", data / "keys",
-             "--output", tmp_path / "semantic", "--max_length", "6"]
+             "--output_dir", tmp_path, "--max_length", "6"]
     run = subprocess.run(list(map(str, infer)), cwd=REPO, env=env, text=True, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, timeout=300)
     assert run.returncode == 0, run.stderr[-4000:]
