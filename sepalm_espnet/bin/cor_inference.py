@@ -18,9 +18,7 @@ def get_parser():
     parser.add_argument("--units", required=True, help="Kaldi text `key 12 45 7` (stage 6)")
     parser.add_argument("--teacher_text", help="fallback transcripts (Whisper on the separated speech)")
     parser.add_argument("--zero_shot", type=cli.str2bool, default=False, help="base LM only: LoRA adapter disabled")
-    cli.add_dataclass_options(parser, DecodeOptions)
-    cli.add_config_option(parser)
-    cli.add_job_options(parser)
+    cli.add_decoder_options(parser, DecodeOptions)
     return parser
 
 

@@ -19,9 +19,7 @@ def get_parser():
     parser.add_argument("--train_config", default=None, help="default: config.yaml beside --model_file")
     parser.add_argument("--fs", type=int, required=True, help="sample rate the model was trained at")
     parser.add_argument("--resample", type=cli.str2bool, default=False, help="resample other rates instead of refusing")
-    cli.add_dataclass_options(parser, SegmentOptions)
-    cli.add_config_option(parser)
-    cli.add_job_options(parser)
+    cli.add_decoder_options(parser, SegmentOptions)
     return parser
 
 

@@ -18,9 +18,7 @@ def get_parser():
     parser.add_argument("--wav_scp", required=True, help="the separated estimates: each output gets its length")
     parser.add_argument("--phonemes", default=None, help="`key phonemes` text (AR+NAR, masked with condition phoneme)")
     parser.add_argument("--semantic", default=None, help="`key u1 u2 ...` units (masked with condition semantic)")
-    cli.add_dataclass_options(parser, SynthesisOptions)
-    cli.add_config_option(parser)
-    cli.add_job_options(parser)
+    cli.add_decoder_options(parser, SynthesisOptions)
     return parser
 
 

@@ -12,9 +12,7 @@ def get_parser():
     parser.add_argument("--train_config", required=True, help="the model's config.yaml (it carries the token list)")
     parser.add_argument("--model_file", required=True, help="the model's weights (.pth)")
     parser.add_argument("--phonemes", required=True, help="`key phonemes` text (stage 9's G2P)")
-    cli.add_dataclass_options(parser, T2SDecodeOptions)
-    cli.add_config_option(parser)
-    cli.add_job_options(parser)
+    cli.add_decoder_options(parser, T2SDecodeOptions)
     return parser
 
 

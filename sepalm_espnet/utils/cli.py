@@ -155,3 +155,10 @@ def scp_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> li
     if len(args.wav_scp) != len(args.output_names):
         parser.error(f"{len(args.wav_scp)} --wav_scp but {len(args.output_names)} --output_names")
     return [(scp, Path(args.output_dir) / name) for scp, name in zip(args.wav_scp, args.output_names)]
+
+
+def add_decoder_options(parser: argparse.ArgumentParser, options_type: type) -> None:
+    """A decoding worker's options: its library dataclass, a --config YAML of them, the job's."""
+    add_dataclass_options(parser, options_type)
+    add_config_option(parser)
+    add_job_options(parser)
