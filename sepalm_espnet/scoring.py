@@ -22,15 +22,19 @@ input, reference and teacher files, scoring settings) and the files it wrote. A 
 signature matches logs "<score dir> is up to date, skipped" and computes nothing; rtf.json has
 its own `.rtf.done`. A system whose input is missing on a test set is logged and shown as "not
 scored" in RESULTS.md. The ASR model, the speaker encoder and the packed system are each loaded
-at most once per run, and only if something is to be computed with them.
+at most once per run (per process with `--nj` > 1), and only if something is to be computed
+with them.
 """
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
 import logging
+import multiprocessing
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +118,9 @@ class ScoringOptions:
     sim_model: Optional[str] = field(default=None, metadata={"help": "wavlm: model dir or hub id"})
     device: str = field(default="cpu", metadata={"help": "device of the ASR model, speaker encoder and RTF system"})
     batch_size: int = field(default=8, metadata={"help": "utterances per ASR call"})
+    nj: int = field(default=1, metadata={
+        "help": "(system, test set) pairs scored at once, each in its own process (the RTF is measured "
+                "afterwards, alone)"})
     rtf_archive: Optional[str] = field(default=None, metadata={
         "help": "packed SepALM system (zip or unpacked dir): measure the RTF of every speech mode with it"})
     rtf_corrector_config: Optional[str] = field(default=None, metadata={
@@ -142,8 +149,8 @@ class ScoringOptions:
                 raise ValueError(f"asr_backend {self.asr_backend} needs asr_model")
         if self.sim_backend is not None and self.sim_backend not in SPEAKER_ENCODERS:
             raise ValueError(f"sim_backend {self.sim_backend!r}: choose from {sorted(SPEAKER_ENCODERS)} or none")
-        if self.rtf_utterances < 1 or self.rtf_seconds <= 0 or self.batch_size < 1:
-            raise ValueError("rtf_utterances and batch_size must be at least 1, rtf_seconds positive")
+        if self.rtf_utterances < 1 or self.rtf_seconds <= 0 or self.batch_size < 1 or self.nj < 1:
+            raise ValueError("rtf_utterances, batch_size and nj must be at least 1, rtf_seconds positive")
         bad = [item for item in self.metadata if "=" not in item]
         if bad:
             raise ValueError(f"metadata {bad[0]!r}: expected KEY=VALUE")
@@ -553,6 +560,31 @@ def _run_metadata(options: ScoringOptions) -> Dict[str, str]:
     return metadata
 
 
+_worker_models: Optional[Models] = None  # one per scoring process: each loads its models once
+
+
+def _start_worker(options: ScoringOptions, log_level: int) -> None:
+    global _worker_models
+    logging.basicConfig(level=log_level, format=f"%(asctime)s (%(module)s:%(lineno)d) [{os.getpid()}] %(levelname)s: %(message)s")
+    _worker_models = Models(options)
+
+
+def _score_in_worker(system: System, inputs: SetInputs, options: ScoringOptions) -> Optional[str]:
+    return score_system(system, inputs, _worker_models, options)
+
+
+def _score_in_processes(pairs: Sequence[Tuple[System, SetInputs]], options: ScoringOptions) -> List[Optional[str]]:
+    """score_system of every pair in `options.nj` fresh processes (spawned: no state of this one is
+    shared); speech systems first, as they take longest. A failure in any is raised here."""
+    order = sorted(range(len(pairs)), key=lambda i: not pairs[i][0].is_speech)
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(min(options.nj, len(pairs)), mp_context=context,
+                                                initializer=_start_worker,
+                                                initargs=(options, logging.getLogger().getEffectiveLevel())) as pool:
+        futures = {i: pool.submit(_score_in_worker, *pairs[i], options) for i in order}
+        return [futures[i].result() for i in range(len(pairs))]
+
+
 def score_systems(options: ScoringOptions) -> Results:
     """Score every (system, test set) of the manifest that is not up to date, time the packed
     system per mode, and write RESULTS.md; returns the table's contents."""
@@ -561,16 +593,19 @@ def score_systems(options: ScoringOptions) -> Results:
         raise ValueError(f"{options.manifest}: no systems")
     template = reference_template(options, systems)
     models = Models(options)
+    pairs = [(system, SetInputs.of(options, template, test_set)) for test_set in options.test_sets
+             for system in systems]
+    if options.nj > 1 and len(pairs) > 1:
+        reasons = _score_in_processes(pairs, options)
+    else:
+        reasons = [score_system(system, inputs, models, options) for system, inputs in pairs]
     not_scored: Dict[Tuple[str, str], str] = {}
     scored: List[Tuple[System, SetInputs]] = []
-    for test_set in options.test_sets:
-        inputs = SetInputs.of(options, template, test_set)
-        for system in systems:
-            reason = score_system(system, inputs, models, options)
-            if reason is None:
-                scored.append((system, inputs))
-            else:
-                not_scored[system.name, test_set] = reason
+    for (system, inputs), reason in zip(pairs, reasons):
+        if reason is None:
+            scored.append((system, inputs))
+        else:
+            not_scored[system.name, inputs.test_set] = reason
     measure_rtfs(options, scored, models)
     results = collect_results(systems, options.test_sets, not_scored)
     write_results(options.output, results, columns_present(results), _run_metadata(options))

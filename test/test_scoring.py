@@ -157,6 +157,23 @@ def test_scores_speech_and_transcript_systems_then_skips_until_an_input_changes(
     assert table_rows(results)[1]["Corrector x: corrected"][-2:] == ["0", "0.0"]
 
 
+def test_scoring_in_processes_gives_the_same_files_and_table(layout, tmp_path_factory):
+    """--nj 2 spawns fresh processes (no test patch reaches them): same scores, table and skips."""
+    (layout / ALI_DECODE / "speech.scp.later").rename(layout / ALI_DECODE / "speech.scp")
+    score_systems(options())
+    sequential = {p.relative_to(layout): p.read_bytes() for p in layout.glob("exp/**/score/**/*") if p.is_file()}
+    table = (layout / "exp/RESULTS.md").read_text()
+    for path in sequential:
+        (layout / path).unlink()
+    score_systems(options(nj=2))
+    parallel = {p.relative_to(layout): p.read_bytes() for p in layout.glob("exp/**/score/**/*") if p.is_file()}
+    assert sorted(parallel) == sorted(sequential) and len(parallel) >= 10
+    assert {p: v for p, v in parallel.items() if p.name != ".done"} == {
+        p: v for p, v in sequential.items() if p.name != ".done"}
+    assert (layout / "exp/RESULTS.md").read_text() == table
+    assert "SepALM (x)" in table and "not scored" not in table
+
+
 class FakeTeacher:
     def __init__(self):
         self.calls = 0

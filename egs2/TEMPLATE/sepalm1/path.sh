@@ -12,6 +12,12 @@ fi
 export PATH=${MAIN_ROOT}/utils:${PATH}
 # One thread per job: parallelism comes from --nj (2 threads per job were slower on small CPUs).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+# glibc keeps freed memory in the heap for the next step instead of unmapping it: PyTorch and
+# CTranslate2 allocate the same large buffers every step, and fresh pages cost page faults
+# (bench/malloc_speed.py). 1 GiB thresholds; a job's memory then stays at its peak.
+export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-1073741824}
+export MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-1073741824}
+export MALLOC_TOP_PAD_=${MALLOC_TOP_PAD_:-268435456}
 export PYTHONIOENCODING=UTF-8
 export PYTHONUNBUFFERED=1
 # Whisper base in CTranslate2 format, assembled from PyPI wheels by tools/install.sh.

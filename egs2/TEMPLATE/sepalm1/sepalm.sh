@@ -477,7 +477,7 @@ if runs 14; then
         --mixture_dir "${dumpdir}/raw/{set}" --reference_dir "${sep_exp}/decode/{set}" \
         --teacher_text "${sep_exp}/decode/{set}/teacher/text_ct" --asr_backend "${asr_backend}" \
         --asr_model "${asr_model}" --sim_backend "${sim_backend}" ${sim_model:+--sim_model "${sim_model}"} \
-        --device "${device}" "${_rtf[@]}" --output "${expdir}/RESULTS.md" "${score_args_list[@]}" \
+        --device "${device}" --nj "${inference_nj}" "${_rtf[@]}" --output "${expdir}/RESULTS.md" "${score_args_list[@]}" \
         --metadata "date=$(date '+%Y-%m-%d')" "separator config=${sep_config}" "teacher and WER transcriber=${asr_backend} ${asr_model}"
     cat "${expdir}/RESULTS.md" >&2
 fi
