@@ -211,7 +211,9 @@ def synthesize_scp(
         meter.add_input(seconds)
         try:
             with meter.time(RTF_COMPONENT, seconds):
-                wave = resynthesizer.synthesize(reader[key], phonemes.get(key), semantic.get(key), num_samples)
+                # TokenReader gives the codec's (Q, T'); synthesize() takes (T', Q) like the pipeline's
+                est_tokens = reader[key].T
+                wave = resynthesizer.synthesize(est_tokens, phonemes.get(key), semantic.get(key), num_samples)
         except ValueError as exc:
             raise ResynthesisError(f"'{key}': {exc}") from exc
         if not np.all(np.isfinite(wave)):

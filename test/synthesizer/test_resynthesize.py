@@ -104,6 +104,25 @@ def test_scp_outputs_then_merge_jobs(tmp_path, codec, token_list):
     assert merged["components"]["synthesizer"]["calls"] == 2
 
 
+def test_scp_hands_the_synthesizer_time_first_estimate_tokens(tmp_path, codec, token_list):
+    """The token ark holds the codec's (Q, T'); generate_tokens takes (T', Q) as in training.
+
+    Stage 11 once passed (Q, T') on: a 20-frame estimate reached the model as Q frames."""
+    frames = 20
+    tokens = np.random.default_rng(0).integers(0, B, (Q, frames))
+    write_tokens(tmp_path / "est.ark", tmp_path / "est.scp", {"a": tokens}, B)
+    sf.write(tmp_path / "a.wav", np.zeros(frames * HOP), FS)
+    (tmp_path / "wav.scp").write_text(f"a {tmp_path / 'a.wav'}\n")
+    (tmp_path / "semantic").write_text("a 1 2 3\n")
+    resynthesizer = Resynthesizer(models(token_list)["masked"], codec)
+    seen = []
+    generate_tokens = resynthesizer.generate_tokens
+    resynthesizer.generate_tokens = lambda est, *rest: seen.append(np.array(est)) or generate_tokens(est, *rest)
+    synthesize_scp(resynthesizer, tmp_path / "est.scp", tmp_path / "wav.scp", tmp_path / "out",
+                   semantic_path=tmp_path / "semantic")
+    assert len(seen) == 1 and np.array_equal(seen[0], tokens.T)
+
+
 @pytest.mark.integration
 def test_bin_loads_an_espnet_experiment(tmp_path, codec, token_list):
     """config.yaml + .pth as ESPnet's trainer writes them, the codec as a DAC weights file."""
