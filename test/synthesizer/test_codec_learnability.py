@@ -50,28 +50,14 @@ MEL_DISTANCE = MelSpectrogramLoss(
 )
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def flush_denormals():
     torch.set_flush_denormal(True)
     yield
-    torch.set_num_threads(threads)
-
-
-def voiced(num_samples: int, seed: int) -> np.ndarray:
-    """A speech-like voiced sound: a wobbling f0 with 3 formants, syllable-rate amplitude."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(num_samples) / FS
-    f0 = 100 + 120 * rng.random() + 20 * np.sin(2 * np.pi * (2 + 3 * rng.random()) * t)
-    phase = 2 * np.pi * np.cumsum(f0) / FS
-    formants = 300 + 2500 * rng.random(3)
-    wave = np.zeros(num_samples)
-    for k in range(1, 30):
-        gain = sum(np.exp(-(((k * f0) - f) / 150) ** 2) for f in formants) + 0.05
-        wave += gain / np.sqrt(k) * np.sin(k * phase) * (k * f0 < FS / 2 - 500)
-    wave *= 0.5 - 0.5 * np.cos(2 * np.pi * (3 + 2 * rng.random()) * t)
-    return (0.3 * wave / np.abs(wave).max()).astype(np.float32)
+    torch.set_flush_denormal(False)
 
 
 def mel_distance(reference: np.ndarray, estimate: np.ndarray) -> float:
@@ -96,7 +82,7 @@ def scores(codec: DacCodec, clips) -> tuple:
     )
 
 
-def test_trained_codec_round_trip_reconstructs_its_training_clips(tmp_path):
+def test_trained_codec_round_trip_reconstructs_its_training_clips(tmp_path, voiced):
     config = load_config(CONFIG, max_steps=STEPS)
     assert config["discriminator"] is None and config["arch"]["n_codebooks"] == 4
     config["arch"] = {**config["arch"], **ARCH}
