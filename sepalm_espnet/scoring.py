@@ -70,7 +70,7 @@ from sepalm_espnet.metrics.separation import (
     write_scores,
 )
 from sepalm_espnet.metrics.speaker import SPEAKER_ENCODERS, build_speaker_encoder
-from sepalm_espnet.metrics.systems import SET_FIELD, TRANSCRIPT_MODE, System, read_systems
+from sepalm_espnet.metrics.systems import PIPELINE_MODES, SET_FIELD, TRANSCRIPT_MODE, System, read_systems
 from sepalm_espnet.metrics.wer import WER_SUMMARY_FILE, corpus_wer
 from sepalm_espnet.pipeline import MODES, SepALM, measure_rtf
 from sepalm_espnet.zoo import META_NAME
@@ -491,7 +491,7 @@ def measure_rtfs(options: ScoringOptions, scored: Sequence[Tuple[System, SetInpu
     by_mode: Dict[Tuple[str, str], List[Path]] = collections.defaultdict(list)
     set_inputs: Dict[str, SetInputs] = {}
     for system, inputs in scored:
-        if system.is_speech:
+        if system.mode in PIPELINE_MODES:  # an oracle row is made from the references, not by the system
             by_mode[inputs.test_set, system.mode].append(system.score_dir(inputs.test_set))
             set_inputs[inputs.test_set] = inputs
     if not by_mode:

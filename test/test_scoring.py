@@ -26,6 +26,7 @@ ALI_DECODE = "exp/ali_x/decode_y/test"
 SEP = ("SepFormer (x)", "separator_only", "exp/sep_x/decode/{set}/wav.scp")
 COR = ("Corrector x: corrected", "transcript", "exp/cor_x/decode_default/{set}/text_ct")
 ALI = ("SepALM (x)", "sepalm", "exp/ali_x/decode_y/{set}/speech.scp")
+ORACLE = ("Codec resynthesis of s (oracle, x)", "oracle", "exp/sep_x/decode/{set}/codec_x_resynthesis/speech.scp")
 
 
 def voice(f0, seed):
@@ -199,6 +200,9 @@ def fake_archive(path, synthesizer_digest):
 
 def test_models_load_once_and_rtf_is_measured_once_per_mode(layout, caplog, monkeypatch):
     (layout / ALI_DECODE / "speech.scp.later").rename(layout / ALI_DECODE / "speech.scp")
+    # An oracle row (speech made from the references) is scored like the others and never timed.
+    write_kv(ORACLE[2].replace("{set}", "test"), read_kv(layout / ALI_DECODE / "speech.scp"))
+    append_system("exp/systems.tsv", *ORACLE)
     built = {"teacher": [], "encoder": 0, "rtf_system": 0, "measured": []}
 
     def build_teacher(backend, model, device):
@@ -243,6 +247,7 @@ def test_models_load_once_and_rtf_is_measured_once_per_mode(layout, caplog, monk
     assert header[-5:] == ["WER (GT, %)", "SIM", "fallbacks", "fallback rate (%)", "RTF"]
     assert rows["SepFormer (x)"][-1] == "0.050" and rows["SepALM (x)"][-1] == "0.400"
     assert rows["SepALM (x)"][header.index("SIM")] == "0.500"
+    assert rows[ORACLE[0]][header.index("SIM")] == "0.500" and rows[ORACLE[0]][-1] in ("", "-")
 
     # Nothing to compute: no model is loaded; a repacked but identical archive is not timed again.
     caplog.set_level(logging.INFO)

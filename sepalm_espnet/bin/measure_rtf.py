@@ -14,14 +14,14 @@ from sepalm_espnet.data.audio import AudioError
 from sepalm_espnet.data.kaldi_dir import DataDirError
 from sepalm_espnet.scoring import load_rtf_system, measure_mode
 from sepalm_espnet.scoring import ScoringOptions
-from sepalm_espnet.metrics.systems import SPEECH_MODES
+from sepalm_espnet.metrics.systems import PIPELINE_MODES
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="packed SepALM archive or its unpacked dir")
     parser.add_argument("--wav_scp", required=True)
-    parser.add_argument("--modes", nargs="+", default=["sepalm"], choices=SPEECH_MODES)
+    parser.add_argument("--modes", nargs="+", default=["sepalm"], choices=PIPELINE_MODES)
     parser.add_argument("--outputs", nargs="+", required=True, help="one rtf.json per --modes")
     parser.add_argument("--seconds", type=float, default=ScoringOptions.rtf_seconds)
     parser.add_argument("--utterances", type=int, default=ScoringOptions.rtf_utterances)

@@ -30,7 +30,10 @@ from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, atomic_path
 
 logger = logging.getLogger(__name__)
 
-SPEECH_MODES = ("separator_only", "no_aligner", "sepalm")  # as pipeline.MODES: RTF is measured per mode
+PIPELINE_MODES = ("separator_only", "no_aligner", "sepalm")  # as pipeline.MODES: RTF is measured per mode
+# Speech made from the references (the oracle ladder's rungs): scored like a system, never timed.
+ORACLE_MODE = "oracle"
+SPEECH_MODES = PIPELINE_MODES + (ORACLE_MODE,)
 TRANSCRIPT_MODE = "transcript"
 MODES = SPEECH_MODES + (TRANSCRIPT_MODE,)
 SET_FIELD = "{set}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 SPEECH_SCP = "speech.scp"
 WAV_DIR = "wavs"
 RTF_COMPONENT = "synthesizer"  # rtf.json's component name (metrics.rtf format)
+CODEC_COMPONENT = "codec"
 # The AR stage may end a little early or late; more than this is worth a warning.
 LENGTH_WARNING_FRAMES = 5
 
@@ -178,42 +179,30 @@ def read_semantic(path: PathLike) -> Dict[str, List[int]]:
     return units
 
 
-def synthesize_scp(
-    resynthesizer: Resynthesizer,
-    est_tokens_scp: PathLike,
+def write_speech_scp(
+    keys: Sequence[str],
     wav_scp: PathLike,
     output_dir: PathLike,
-    phonemes_path: Optional[PathLike] = None,
-    semantic_path: Optional[PathLike] = None,
-    key_file: Optional[PathLike] = None,
+    rate: int,
+    component: str,
+    make_wave: Callable[[str, int], np.ndarray],
 ) -> RtfMeter:
-    """Every key of the token scp (or key_file) -> wavs/<key>.wav, speech.scp, rtf.json.
+    """make_wave(key, num_samples) for every key -> wavs/<key>.wav, speech.scp, rtf.json.
 
-    wav_scp: the separated estimates, for each output's length. rtf.json is metrics.rtf's
-    format, one component "synthesizer" (model + codec decoding) over the output audio.
+    wav_scp gives each output its length (the estimate it refines, or the reference it codes);
+    rtf.json (metrics.rtf's format) times make_wave as `component` over the output audio.
     """
     out = Path(output_dir)
-    keys = list(select_entries(est_tokens_scp, read_key_file(key_file)))
-    reader = TokenReader(est_tokens_scp)
     wavs = select_entries(wav_scp, keys)
-    phonemes = read_text(phonemes_path) if phonemes_path is not None else {}
-    semantic = read_semantic(semantic_path) if semantic_path is not None else {}
-    rate = resynthesizer.codec.sample_rate
     speech: Dict[str, str] = {}
     meter = RtfMeter()
     for index, key in enumerate(keys, 1):
         num_samples = len(load_mono(wavs[key], f"{wav_scp} (key {key})", rate))
-        if phonemes_path is not None and key not in phonemes:
-            raise DataDirError(f"{phonemes_path}: no phonemes for '{key}'")
-        if semantic_path is not None and key not in semantic:
-            raise DataDirError(f"{semantic_path}: no semantic tokens for '{key}'")
         seconds = num_samples / rate
         meter.add_input(seconds)
         try:
-            with meter.time(RTF_COMPONENT, seconds):
-                # TokenReader gives the codec's (Q, T'); synthesize() takes (T', Q) like the pipeline's
-                est_tokens = reader[key].T
-                wave = resynthesizer.synthesize(est_tokens, phonemes.get(key), semantic.get(key), num_samples)
+            with meter.time(component, seconds):
+                wave = make_wave(key, num_samples)
         except ValueError as exc:
             raise ResynthesisError(f"'{key}': {exc}") from exc
         if not np.all(np.isfinite(wave)):
@@ -227,4 +216,52 @@ def synthesize_scp(
     meter.write(out / RTF_FILE)
     logger.info("%s: RTF %s over %d utterances", out, meter.rtf, len(keys))
     return meter
+
+
+def synthesize_scp(
+    resynthesizer: Resynthesizer,
+    est_tokens_scp: PathLike,
+    wav_scp: PathLike,
+    output_dir: PathLike,
+    phonemes_path: Optional[PathLike] = None,
+    semantic_path: Optional[PathLike] = None,
+    key_file: Optional[PathLike] = None,
+) -> RtfMeter:
+    """Every key of the token scp (or key_file) -> wavs/<key>.wav, speech.scp, rtf.json.
+
+    wav_scp: the separated estimates, for each output's length. rtf.json's one component
+    "synthesizer" is model + codec decoding.
+    """
+    keys = list(select_entries(est_tokens_scp, read_key_file(key_file)))
+    reader = TokenReader(est_tokens_scp)
+    phonemes = read_text(phonemes_path) if phonemes_path is not None else {}
+    semantic = read_semantic(semantic_path) if semantic_path is not None else {}
+    for key in keys:
+        if phonemes_path is not None and key not in phonemes:
+            raise DataDirError(f"{phonemes_path}: no phonemes for '{key}'")
+        if semantic_path is not None and key not in semantic:
+            raise DataDirError(f"{semantic_path}: no semantic tokens for '{key}'")
+
+    def refined(key: str, num_samples: int) -> np.ndarray:
+        # TokenReader gives the codec's (Q, T'); synthesize() takes (T', Q) like the pipeline's
+        return resynthesizer.synthesize(reader[key].T, phonemes.get(key), semantic.get(key), num_samples)
+
+    return write_speech_scp(keys, wav_scp, output_dir, resynthesizer.codec.sample_rate, RTF_COMPONENT, refined)
+
+
+def codec_resynthesis_scp(
+    codec: DacCodec, tokens_scp: PathLike, wav_scp: PathLike, output_dir: PathLike, key_file: Optional[PathLike] = None
+) -> RtfMeter:
+    """The codec's decoding of every token entry, as long as its wav_scp entry: with the
+    references' tokens, the best any synthesizer over this codec can do (the oracle ladder's top)."""
+    keys = list(select_entries(tokens_scp, read_key_file(key_file)))
+    reader = TokenReader(tokens_scp)
+
+    def decoded(key: str, num_samples: int) -> np.ndarray:
+        tokens = torch.as_tensor(reader[key], device=codec.device)[None]
+        if codec.num_frames(num_samples) != tokens.size(-1):
+            raise ValueError(f"{tokens.size(-1)} frames for {num_samples} samples ({codec.num_frames(num_samples)} frames)")
+        return codec.decode(tokens, num_samples)[0].float().cpu().numpy().astype(np.float32)
+
+    return write_speech_scp(keys, wav_scp, output_dir, codec.sample_rate, CODEC_COMPONENT, decoded)
 

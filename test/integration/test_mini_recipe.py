@@ -140,6 +140,9 @@ def test_stage_14_results_table_has_every_system(recipe):
         float(rows[name][0])  # SI-SNRi
         assert rows[name][4] == "2"  # N utterances
     assert any(name.startswith("Corrector") and "corrected" in name for name in rows)
+    (oracle,) = [name for name in rows if name.startswith("Codec resynthesis of s (oracle")]
+    float(rows[oracle][0])  # the oracle ladder's top rung is scored on the same estimates
+    assert rows[oracle][4] == "2"
     assert "RTF" in header and float(rows[systems[-1]][-1]) > 0  # the full system's RTF on 5 s inputs
 
 

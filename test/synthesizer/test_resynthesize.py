@@ -21,6 +21,7 @@ from sepalm_espnet.synthesizer.resynthesize import (
     ResynthesisError,
     Resynthesizer,
     SynthesisOptions,
+    codec_resynthesis_scp,
     synthesize_scp,
 )
 from sepalm_espnet.synthesizer.token_io import write_tokens
@@ -121,6 +122,29 @@ def test_scp_hands_the_synthesizer_time_first_estimate_tokens(tmp_path, codec, t
     synthesize_scp(resynthesizer, tmp_path / "est.scp", tmp_path / "wav.scp", tmp_path / "out",
                    semantic_path=tmp_path / "semantic")
     assert len(seen) == 1 and np.array_equal(seen[0], tokens.T)
+
+
+def test_codec_resynthesis_decodes_each_reference_s_tokens_at_its_length(tmp_path, codec):
+    rng = np.random.default_rng(0)
+    lengths = {"a": 500, "b": 333}
+    references = {key: 0.1 * rng.standard_normal(n) for key, n in lengths.items()}
+    for key, audio in references.items():
+        sf.write(tmp_path / f"{key}.wav", audio, FS)
+    (tmp_path / "ref.scp").write_text("".join(f"{key} {tmp_path / key}.wav\n" for key in lengths))
+    tokens = dict(zip(lengths, codec.encode_batch(list(references.values()))))
+    write_tokens(tmp_path / "ref.ark", tmp_path / "ref_tokens.scp", {k: v.numpy() for k, v in tokens.items()}, B)
+    meter = codec_resynthesis_scp(codec, tmp_path / "ref_tokens.scp", tmp_path / "ref.scp", tmp_path / "out")
+    speech = read_kv(tmp_path / "out/speech.scp")
+    assert list(speech) == ["a", "b"] and meter.rtf > 0
+    for key, path in speech.items():
+        audio, fs = sf.read(path, dtype="float32")
+        expected = codec.decode(tokens[key][None], lengths[key])[0].numpy()
+        assert fs == FS and np.allclose(audio, expected, atol=1 / 2**15)  # 16-bit PCM
+
+    (tmp_path / "ref.scp").write_text(f"a {tmp_path / 'b.wav'}\nb {tmp_path / 'b.wav'}\n")  # a's tokens, b's length
+    with pytest.raises(ResynthesisError, match="'a': 13 frames for 333 samples"):
+        codec_resynthesis_scp(codec, tmp_path / "ref_tokens.scp", tmp_path / "ref.scp", tmp_path / "out2")
+    assert not (tmp_path / "out2/speech.scp").exists()
 
 
 @pytest.mark.integration

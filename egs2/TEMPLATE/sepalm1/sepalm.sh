@@ -354,7 +354,19 @@ if runs 9; then
     steps_run sepalm_espnet.bin.codec_tokenize --codec "${codec_file}" --device "${device}" \
         --output_names est_tokens ref_tokens
     steps_done
-    log "Stage 9, step 2: phonemes of the corrected transcripts (token list from ${train_set})"
+    log "Stage 9, step 2: the codec's decoding of the test references' tokens (the oracle ladder's top rung)"
+    steps_begin codec_resynthesis
+    for dset in "${test_set_list[@]}"; do
+        _ref=${sep_decode}/${dset}/ref.scp
+        _tokens=${sep_decode}/${dset}/${tokens_name}/ref_tokens.scp
+        signature="codec=${_codec_sum} inputs=$(files_sum "${_tokens}" "${_ref}")"
+        steps_add "${sep_decode}/${dset}/${tokens_name}_resynthesis" "${signature}" "${_tokens}" \
+            --tokens "${_tokens}" --wav_scp "${_ref}"
+    done
+    steps_run sepalm_espnet.bin.codec_resynthesis --codec "${codec_file}" --device "${device}"
+    steps_done
+    register_system "Codec resynthesis of s (oracle, ${codec_tag})" oracle "${sep_decode}/{set}/${tokens_name}_resynthesis/speech.scp"
+    log "Stage 9, step 3: phonemes of the corrected transcripts (token list from ${train_set})"
     steps_begin g2p
     for dset in "${all_sets[@]}"; do
         _text=${cor_decode}/${dset}/text_ct
