@@ -34,6 +34,7 @@ from sepalm_espnet.synthesizer.layers import (
     bidirectional_encoder,
     cfg_logits,
     check_codec_tokens,
+    check_guidance,
     lengths_to_mask,
     null_condition,
     sample_tokens,
@@ -212,7 +213,10 @@ class ArNarSynthesizer(AbsESPnetModel):
         dim_feedforward: int = 4096,
         dropout: float = 0.1,
         cond_drop_prob: float = 0.1,
+        guidance_scale: float = 1.0,
     ):
+        """guidance_scale: inference's default classifier-free guidance (1: off); a model trained
+        with cond_drop_prob > 0 learnt the phoneme-less pass it needs."""
         super().__init__()
         if num_codebooks < 2:
             raise ValueError("AR+NAR needs at least 2 codebooks (codebook 1 AR, the rest NAR)")
@@ -220,6 +224,7 @@ class ArNarSynthesizer(AbsESPnetModel):
         self.codebook_size = codebook_size
         self.null_phoneme_id = phoneme_vocab_size
         self.cond_drop_prob = cond_drop_prob
+        self.guidance_scale = check_guidance(guidance_scale, cond_drop_prob)
         self.ar = ArCodebookDecoder(
             phoneme_vocab_size, codebook_size, d_model, nhead, num_layers, dim_feedforward, dropout
         )
@@ -295,7 +300,8 @@ class ArNarSynthesizer(AbsESPnetModel):
         The signature is MaskedSynthesizer.generate's; this model is conditioned on the
         phonemes and ignores `semantic`. Codebook 1 is sampled (options: temperature, top-k,
         top-p) until the end token, at least one frame and at most ceil(max_length_ratio * T')
-        frames; guidance_scale != 1 adds a phoneme-less pass and mixes the logits. Codebooks
+        frames; a guidance scale != 1 (options', else the model's) adds a phoneme-less pass and
+        mixes the logits. Codebooks
         2..Q are greedy. Call it in eval mode: dropout would differ between steps.
         """
         if phonemes is None or phonemes_lengths is None:
@@ -323,7 +329,8 @@ class ArNarSynthesizer(AbsESPnetModel):
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """The AR stage: (B, T'') codebook-1 tokens (valid up to each length) and lengths."""
         batch = est_tokens.size(0)
-        guided = options.guidance_scale != 1.0
+        scale = options.guidance(self.guidance_scale)
+        guided = scale != 1.0
         drop = torch.zeros(batch, dtype=torch.bool, device=est_tokens.device)
         if guided:  # rows B..2B-1: the same utterances without phonemes
             phonemes, phonemes_lengths = phonemes.repeat(2, 1), phonemes_lengths.repeat(2)
@@ -346,7 +353,7 @@ class ArNarSynthesizer(AbsESPnetModel):
                 logits = self.ar.full_logits(prefix, prefix_valid, self.ar.embed_targets(inputs), all_valid)
                 logits = logits[:, -1]
             if guided:
-                logits = cfg_logits(logits[:batch], logits[batch:], options.guidance_scale)
+                logits = cfg_logits(logits[:batch], logits[batch:], scale)
             if step == 0:  # every output gets at least one frame
                 logits[:, self.ar.end_id] = float("-inf")
             tokens, _ = sample_tokens(logits, options)

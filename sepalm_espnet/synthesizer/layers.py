@@ -34,8 +34,10 @@ class SynthesisOptions:
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature; 0: greedy"})
     top_k: int = field(default=0, metadata={"help": "sample from the k most likely tokens only; 0: no top-k filter"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass; 1.0: no nucleus filter"})
-    guidance_scale: float = field(
-        default=1.0, metadata={"help": "classifier-free guidance: mix with a condition-less pass; 1: off"}
+    guidance_scale: Optional[float] = field(
+        default=None,
+        metadata={"help": "classifier-free guidance: mix with a condition-less pass; 1: off "
+                          "(not given: the model's guidance_scale, from its training config)"},
     )
     steps: Optional[Tuple[int, ...]] = field(
         default=None,
@@ -57,6 +59,10 @@ class SynthesisOptions:
     def __post_init__(self):
         if self.steps is not None:  # the command line gives a list; a tuple keeps the options immutable
             object.__setattr__(self, "steps", tuple(int(n) for n in self.steps))
+
+    def guidance(self, model_scale: float) -> float:
+        """The guidance scale in force: this option's, else the model's (its training config's)."""
+        return model_scale if self.guidance_scale is None else self.guidance_scale
 
     def reseed(self) -> None:
         if self.seed is not None:
@@ -156,6 +162,18 @@ def null_condition(
 def cfg_logits(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance (Ho and Salimans, 2022): scale 1 is the conditional model."""
     return uncond + scale * (cond - uncond)
+
+
+def check_guidance(scale: float, cond_drop_prob: float) -> float:
+    """A model's default guidance scale: guidance needs the condition-less pass that only
+    training with condition dropout teaches."""
+    scale = float(scale)
+    if not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"guidance_scale must be a finite number >= 0, got {scale}")
+    if scale != 1.0 and cond_drop_prob <= 0:
+        raise ValueError(f"guidance_scale {scale} needs cond_drop_prob > 0 in training (got {cond_drop_prob}): "
+                         "the condition-less pass would be untrained")
+    return scale
 
 
 def cosine_schedule(progress: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,7 @@ from sepalm_espnet.synthesizer.layers import (
     bidirectional_encoder,
     cfg_logits,
     check_codec_tokens,
+    check_guidance,
     cosine_schedule,
     lengths_to_mask,
     null_condition,
@@ -151,9 +152,11 @@ class MaskedSynthesizer(AbsESPnetModel):
         phoneme_encoder_layers: int = 4,
         cond_drop_prob: float = 0.1,
         inference_steps: Sequence[int] = (25, 10, 1),
+        guidance_scale: float = 1.0,
     ):
         """inference_steps: decoding rounds per codebook, coarse to fine; the last entry also
-        covers the codebooks after it. phoneme_vocab_size comes from the task's --token_list."""
+        covers the codebooks after it. guidance_scale: inference's default classifier-free
+        guidance (1: off). phoneme_vocab_size comes from the task's --token_list."""
         super().__init__()
         if condition == "semantic":
             if semantic_vocab_size is None:
@@ -177,6 +180,7 @@ class MaskedSynthesizer(AbsESPnetModel):
         self.d_model = d_model
         self.cond_drop_prob = cond_drop_prob
         self.inference_steps = list(inference_steps)
+        self.guidance_scale = check_guidance(guidance_scale, cond_drop_prob)
         self.est_embedding = MultiCodebookEmbedding(num_codebooks, codebook_size, d_model)
         self.target_embedding = MultiCodebookEmbedding(num_codebooks, codebook_size + 1, d_model)  # + [MASK]
         self.codebook_embedding = nn.Embedding(num_codebooks, d_model)
@@ -292,7 +296,8 @@ class MaskedSynthesizer(AbsESPnetModel):
         batch, length = est_tokens.shape[:2]
         lengths = est_tokens_lengths
         valid = lengths_to_mask(lengths, length)
-        guided = options.guidance_scale != 1.0
+        scale = options.guidance(self.guidance_scale)
+        guided = scale != 1.0
         drop = torch.zeros(batch, dtype=torch.bool, device=est_tokens.device)
         if guided:  # rows B..2B-1: the same utterances without the condition
             est_tokens, lengths = est_tokens.repeat(2, 1, 1), lengths.repeat(2)
@@ -312,7 +317,7 @@ class MaskedSynthesizer(AbsESPnetModel):
                     est_tokens, lengths, target_tokens, condition_ids, condition_lengths, drop
                 )
                 if guided:
-                    logits = cfg_logits(logits[:batch], logits[batch:], options.guidance_scale)
+                    logits = cfg_logits(logits[:batch], logits[batch:], scale)
                 sampled, probabilities = sample_tokens(logits, options)
                 proposal = torch.where(masked, sampled, current)
                 # Frames already decided (and padding) rank last, so only masked ones are re-masked.
@@ -339,7 +344,8 @@ class MaskedSynthesizer(AbsESPnetModel):
 
         The signature is ArNarSynthesizer.generate's; the condition data (`condition`) is
         read, the other ignored. options.steps: rounds per codebook (default: the model's
-        inference_steps); temperature 0 is greedy; guidance_scale != 1 adds a condition-less
+        inference_steps); temperature 0 is greedy; a guidance scale != 1 (options', else the
+        model's guidance_scale) adds a condition-less
         pass and mixes the logits; max_length_ratio and use_cache do not apply (T'' = T').
         Call it in eval mode (dropout off).
         """
