@@ -32,12 +32,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from sepalm_espnet.corrector.generate import PARSED, CorrectorGenerator
 from sepalm_espnet.corrector.prompt import CORRECTED_SPAN, PRELIMINARY_SPAN, label_spans
-from sepalm_espnet.corrector.tokenizer import (
-    add_unit_tokens,
-    load_tokenizer,
-    save_tokenizer,
-    train_sentencepiece_tokenizer,
-)
+from sepalm_espnet.corrector.tokenizer import load_tokenizer
 from sepalm_espnet.tasks.corrector import CorrectorTask
 
 N_UNITS = 12
@@ -63,12 +58,8 @@ def unit_lists():
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    tokenizer = train_sentencepiece_tokenizer([text for _, *texts in EXAMPLES.values() for text in texts])
-    add_unit_tokens(tokenizer, N_UNITS)
-    path = tmp_path_factory.mktemp("learn") / "tokenizer"
-    save_tokenizer(tokenizer, path)
-    return path
+def tokenizer_dir(make_tokenizer_dir):
+    return make_tokenizer_dir([text for _, *texts in EXAMPLES.values() for text in texts], N_UNITS)
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,7 @@ from sepalm_espnet.corrector.generate import (
 )
 from sepalm_espnet.corrector.model import AudioLMCorrector
 from sepalm_espnet.corrector.prompt import encode_prompt
-from sepalm_espnet.corrector.tokenizer import (
-    add_unit_tokens,
-    load_tokenizer,
-    save_tokenizer,
-    train_sentencepiece_tokenizer,
-)
+from sepalm_espnet.corrector.tokenizer import load_tokenizer
 from sepalm_espnet.data.kaldi_dir import read_text, write_kv
 from sepalm_espnet.tasks.corrector import CorrectorCollateFn
 
@@ -38,12 +33,8 @@ GREEDY = dict(do_sample=False)
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    tokenizer = train_sentencepiece_tokenizer([text for _, *texts in LEARNED.values() for text in texts])
-    add_unit_tokens(tokenizer, N_UNITS)
-    path = tmp_path_factory.mktemp("cor") / "tokenizer"
-    save_tokenizer(tokenizer, path)
-    return path
+def tokenizer_dir(make_tokenizer_dir):
+    return make_tokenizer_dir([text for _, *texts in LEARNED.values() for text in texts], N_UNITS)
 
 
 @pytest.fixture(scope="module")
