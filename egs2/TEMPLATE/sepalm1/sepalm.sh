@@ -11,6 +11,7 @@ stop_stage=15          # last stage to run (16 uploads and is skipped unless --s
 skip_stages=""         # stages not to run, e.g. "5 6 7"
 nj=4                   # parallel jobs of CPU stages
 inference_nj=4         # parallel jobs of inference stages
+train_num_threads=1    # threads of each training job (OMP_NUM_THREADS; Slurm --cpus-per-task)
 ngpu=0                 # GPUs per training job (0: CPU)
 num_nodes=1            # nodes of a multi-node training job (slurm)
 dumpdir=dump           # formatted audio
@@ -112,8 +113,9 @@ Stages:
 . "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/scripts/stage_lib.sh"
 
 # Options are checked before any stage touches a file (parse_options.sh: integers are integers).
-if [ "${nj}" -lt 1 ] || [ "${inference_nj}" -lt 1 ] || [ "${num_nodes}" -lt 1 ] || [ "${ngpu}" -lt 0 ]; then
-    fail "--nj, --inference_nj and --num_nodes must be at least 1, --ngpu at least 0"
+if [ "${nj}" -lt 1 ] || [ "${inference_nj}" -lt 1 ] || [ "${num_nodes}" -lt 1 ] || [ "${train_num_threads}" -lt 1 ] \
+    || [ "${ngpu}" -lt 0 ]; then
+    fail "--nj, --inference_nj, --num_nodes and --train_num_threads must be at least 1, --ngpu at least 0"
 fi
 if [ "${stage}" -lt 1 ] || [ "${stop_stage}" -gt 16 ] || [ "${stage}" -gt "${stop_stage}" ]; then
     fail "--stage ${stage} --stop_stage ${stop_stage}: stages run from 1 to 16, in order"
@@ -248,7 +250,7 @@ if runs 6; then
         signature="feature=${unit_feature} ${_hubert[*]} clusters=${unit_clusters} train=$(files_sum "${_train_scp}")"
         if step_needed "${kmeans_dir}" "${signature}"; then
             log "Stage 6: fit ${unit_clusters}-means on ${unit_feature} features of ${_train_scp}"
-            ${train_cmd} --gpu "${ngpu}" "${kmeans_dir}/logdir/fit_kmeans.log" \
+            ${train_cmd} --gpu "${ngpu}" --num_threads "${train_num_threads}" "${kmeans_dir}/logdir/fit_kmeans.log" \
                 "${python}" -m sepalm_espnet.bin.fit_kmeans --feature_type "${unit_feature}" "${_hubert[@]}" \
                     --n_clusters "${unit_clusters}" --wav_scp "${_train_scp}" --output_dir "${kmeans_dir}" --device "${device}"
             step_done "${kmeans_dir}" "${signature}"
@@ -334,7 +336,7 @@ if runs 9; then
         signature="config=$(files_sum "${codec_config}") args=${codec_args} data=$(files_sum "${_clean[@]}" "${_clean_valid}")"
         if step_needed "${_codec_exp}" "${signature}"; then
             log "Stage 9: train a DAC-architecture codec in ${_codec_exp} on clean speech (${codec_config})"
-            ${cuda_cmd} --gpu "${ngpu}" "${_codec_exp}/train.log" \
+            ${cuda_cmd} --gpu "${ngpu}" --num_threads "${train_num_threads}" "${_codec_exp}/train.log" \
                 "${python}" -m sepalm_espnet.bin.codec_train --config "${codec_config}" --device "${device}" \
                     --wav_scp "${_clean[@]}" --valid_wav_scp "${_clean_valid}" \
                     --output_dir "${_codec_exp}" "${codec_args_list[@]}"

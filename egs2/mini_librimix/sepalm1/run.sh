@@ -12,6 +12,7 @@ set -euo pipefail
     --test_sets test \
     --nj 2 \
     --inference_nj 2 \
+    --train_num_threads 2 \
     --asr_backend faster_whisper \
     --asr_model "${SEPALM_WHISPER_BASE}" \
     --unit_feature logmel \
