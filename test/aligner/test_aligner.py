@@ -91,6 +91,18 @@ def test_padded_batch_matches_items_alone():
             assert torch.all(batch[i, length:] == 0)
 
 
+def test_training_and_inference_layouts_give_the_same_output():
+    """Without autograd the CNN runs channels-last, with it contiguous: the numbers agree."""
+    aligner = randomize_output(STFTAligner())
+    speech_est, speech_syn = signals(2, 3000), signals(2, 3000, seed=1)
+    lengths = torch.tensor([3000, 2100])
+    with torch.no_grad():
+        inferred = aligner(speech_est, speech_syn, lengths)
+    trained = aligner(speech_est, speech_syn, lengths)
+    assert trained.requires_grad and not torch.allclose(inferred, speech_est, atol=1e-3)
+    torch.testing.assert_close(trained.detach(), inferred, atol=1e-5, rtol=1e-4)
+
+
 def padded_batch(lengths, total_length: int, seed: int = 0):
     """(ŝ, s*, s) of the given lengths, padded with garbage (not zeros) past each item's end."""
     reference = signals(len(lengths), total_length, seed)
