@@ -131,12 +131,6 @@ for _dir in "${dumpdir}" "${expdir}"; do
     [[ ${_dir} =~ ^[A-Za-z0-9_./-]+$ ]] || fail "'${_dir}': use a directory path without spaces or special characters"
 done
 
-is_skipped() {
-    case " ${skip_stages} " in *" $1 "*) return 0 ;; esac
-    [ "$1" -eq 16 ] && [ "${skip_upload_hf}" = true ]
-}
-runs() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ] && ! is_skipped "$1"; }
-config_tag() { basename "$(readlink -f "$1")" .yaml; }
 read -ra test_set_list <<< "${test_sets}"
 all_sets=("${train_set}" "${valid_set}" "${test_set_list[@]}")
 device=cpu
@@ -171,8 +165,27 @@ token_list=${cor_decode}/phoneme_token_list.txt
 sep_decode=${sep_exp}/decode
 units_name=units_$(basename "${kmeans_dir}")
 tokens_name=codec_${codec_tag}
+packed_archive=${expdir}/packed/${packed_name:-sepalm_${sep_tag}}.zip
 read -ra codec_args_list <<< "${codec_args}"
 read -ra score_args_list <<< "${score_args}"
+# Training examples of a set (one per estimate) as train_task's "file,name,type" triples.
+# Corrector: units of ŝ, the teacher's transcripts of ŝ and of s.
+cor_data() {
+    local teacher=${sep_decode}/$1/teacher
+    echo "${sep_decode}/$1/${units_name}/units,units,text" "${teacher}/text_pt,text_pt,text" "${teacher}/text_ct,text_ct,text"
+}
+# Synthesizer: DAC tokens of ŝ and of s, corrected phonemes (and units of s for text-to-semantic).
+syn_data() {
+    local tokens=${sep_decode}/$1/${tokens_name}
+    echo "${tokens}/est_tokens.scp,est_tokens,kaldi_ark" "${tokens}/ref_tokens.scp,ref_tokens,kaldi_ark" \
+        "${cor_decode}/$1/g2p/phonemes,phonemes,text"
+    ! uses_semantic || echo "${sep_decode}/$1/${units_name}/units_ref,semantic,text_int"
+}
+# Aligner: ŝ, its refined s* and the matched reference s.
+ali_data() {
+    local est=${sep_decode}/$1
+    echo "${est}/wav.scp,speech_est,sound" "${syn_decode}/$1/speech.scp,speech_syn,sound" "${est}/ref.scp,speech_ref,sound"
+}
 
 if runs 1; then
     signature="script=$(files_sum local/data.sh) options=${local_data_opts}"
@@ -180,9 +193,7 @@ if runs 1; then
         log "Stage 1: data preparation: local/data.sh ${local_data_opts}"
         read -ra _opts <<< "${local_data_opts}"
         local/data.sh "${_opts[@]}"
-        for dset in "${all_sets[@]}"; do
-            validate_data_dir.sh --check_audio "data/${dset}"
-        done
+        for dset in "${all_sets[@]}"; do validate_data_dir.sh --check_audio "data/${dset}"; done
         step_done data "${signature}"
     fi
 fi
@@ -195,9 +206,7 @@ if runs 2; then
         steps_add "${dumpdir}/raw/${dset}" "${signature}" "data/${dset}/wav.scp" --src_dir "data/${dset}"
     done
     steps_run sepalm_espnet.bin.format_data_dir shard --fs "${fs}" --audio_format "${audio_format}"
-    for _dir in "${_steps_dirs[@]}"; do
-        "${python}" -m sepalm_espnet.bin.format_data_dir finish --src_dir "data/${_dir##*/}" --dir "${_dir}"
-    done
+    for _dir in "${_steps_dirs[@]}"; do "${python}" -m sepalm_espnet.bin.format_data_dir finish --src_dir "data/${_dir##*/}" --dir "${_dir}"; done
     steps_done
 fi
 
@@ -271,12 +280,6 @@ if runs 6; then
         ${unit_hubert:+--hubert_dir "${unit_hubert}"}
     steps_done
 fi
-
-# The corrector's examples, one per estimate: units of ŝ, the teacher's transcripts of ŝ and of s.
-cor_data() {
-    local teacher=${sep_decode}/$1/teacher
-    echo "${sep_decode}/$1/${units_name}/units,units,text" "${teacher}/text_pt,text_pt,text" "${teacher}/text_ct,text_ct,text"
-}
 
 if runs 7; then
     _tokenizer=${cor_exp}/tokenizer
@@ -379,15 +382,6 @@ if runs 9; then
     "${python}" -m sepalm_espnet.bin.g2p --token_list_from "${cor_decode}/${train_set}/g2p/phonemes" --token_list_out "${token_list}"
 fi
 
-# The synthesizer's examples, one per estimate: DAC tokens of ŝ and of s, corrected phonemes
-# (and units of s, learnt by the text-to-semantic model).
-syn_data() {
-    local tokens=${sep_decode}/$1/${tokens_name}
-    echo "${tokens}/est_tokens.scp,est_tokens,kaldi_ark" "${tokens}/ref_tokens.scp,ref_tokens,kaldi_ark" \
-        "${cor_decode}/$1/g2p/phonemes,phonemes,text"
-    ! uses_semantic || echo "${sep_decode}/$1/${units_name}/units_ref,semantic,text_int"
-}
-
 if runs 10; then
     read -ra _train <<< "$(syn_data "${train_set}" | tr '\n' ' ')"
     read -ra _valid <<< "$(syn_data "${valid_set}" | tr '\n' ' ')"
@@ -434,12 +428,6 @@ if runs 11; then
     steps_done
     register_system "SepALM without aligner (${cor_tag}/${cor_inference_tag}, ${syn_tag})" no_aligner "${syn_decode}/{set}/speech.scp"
 fi
-
-# The aligner's examples, one per estimate: ŝ, its refined s* and the matched reference s.
-ali_data() {
-    local est=${sep_decode}/$1
-    echo "${est}/wav.scp,speech_est,sound" "${syn_decode}/$1/speech.scp,speech_syn,sound" "${est}/ref.scp,speech_ref,sound"
-}
 
 if runs 12; then
     log "Stage 12: aligner (${ali_config})"
@@ -497,18 +485,16 @@ if runs 14; then
 fi
 
 if runs 15; then
-    _archive=${expdir}/packed/${packed_name:-sepalm_${sep_tag}}.zip
     [ -f "${expdir}/RESULTS.md" ] || fail "${expdir}/RESULTS.md not found: run stage 14"
-    log "Stage 15: pack ${_archive}"
-    "${python}" -m sepalm_espnet.bin.pack_model --out "${_archive}" "${packed_components[@]}" --results "${expdir}/RESULTS.md"
+    log "Stage 15: pack ${packed_archive}"
+    "${python}" -m sepalm_espnet.bin.pack_model --out "${packed_archive}" "${packed_components[@]}" --results "${expdir}/RESULTS.md"
 fi
 
 if runs 16; then
-    _archive=${expdir}/packed/${packed_name:-sepalm_${sep_tag}}.zip
-    [ -f "${_archive}" ] || fail "${_archive} not found: run stage 15"
+    [ -f "${packed_archive}" ] || fail "${packed_archive} not found: run stage 15"
     [ -n "${hf_repo}" ] || fail "stage 16 needs --hf_repo <user>/<name>"
-    log "Stage 16: upload ${_archive} to ${hf_repo} (dry run: ${hf_dry_run})"
-    "${python}" -m sepalm_espnet.bin.upload_hf --src "${_archive}" --repo_id "${hf_repo}" --dry_run "${hf_dry_run}"
+    log "Stage 16: upload ${packed_archive} to ${hf_repo} (dry run: ${hf_dry_run})"
+    "${python}" -m sepalm_espnet.bin.upload_hf --src "${packed_archive}" --repo_id "${hf_repo}" --dry_run "${hf_dry_run}"
 fi
 
 log "Successfully finished stages ${stage}-${stop_stage}"

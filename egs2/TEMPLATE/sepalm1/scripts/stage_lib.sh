@@ -1,6 +1,7 @@
 # shellcheck shell=bash disable=SC2154  # the options are sepalm.sh's variables
 # Bookkeeping of sepalm.sh, sourced after its options are parsed (the functions read ${python},
-# ${ngpu}, ${num_nodes}, ${nj}, ${cmd_backend}, ${train_cmd}, ${decode_cmd}, ${cuda_cmd}).
+# ${ngpu}, ${num_nodes}, ${nj}, ${stage}, ${stop_stage}, ${skip_stages}, ${skip_upload_hf},
+# ${cmd_backend}, ${train_cmd}, ${decode_cmd}, ${cuda_cmd}).
 #
 # Every step writes one directory and has one life cycle (step_needed ... step_done):
 #   signature = options + checksums of every input file
@@ -8,6 +9,16 @@
 #   -> a directory made with another signature is moved aside (never deleted)
 #   -> an interrupted run with the same signature resumes in place
 #   -> work, then <dir>/.done.
+
+# The stage gate: runs N is true when --stage <= N <= --stop_stage and N is not skipped
+# (--skip_stages; 16 also while --skip_upload_hf true).
+is_skipped() {
+    case " ${skip_stages} " in *" $1 "*) return 0 ;; esac
+    [ "$1" -eq 16 ] && [ "${skip_upload_hf}" = true ]
+}
+runs() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ] && ! is_skipped "$1"; }
+# Experiment name of a config: its file name (through symlinks) without .yaml.
+config_tag() { basename "$(readlink -f "$1")" .yaml; }
 
 log() {
     local fname=${BASH_SOURCE[1]##*/}
