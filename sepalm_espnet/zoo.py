@@ -366,7 +366,8 @@ def pack(
 ) -> Path:
     """Write an archive atomically; return its path.
 
-    components: {name: {role: path}}. Role `config` (a YAML training config) is made portable,
+    components: {name: {role: path}}; a COMPONENTS name needs every role its loader reads, any
+    other name packs whatever it is given. Role `config` (a YAML training config) is made portable,
     role `model` (.pth or .safetensors) is stored as safetensors, any other file role is copied
     as `<name>/<role><suffix>` and a directory role file by file under `<name>/<role>/`.
     config_overrides: {name: {key: value}} set in that config (e.g. the sample rate a run
@@ -420,6 +421,12 @@ def pack(
             if member in member_roles.values():
                 raise ArchiveError(f"component {component}: two roles would both be stored as {member}")
             member_roles[role] = member
+        known = COMPONENTS_BY_NAME.get(component)
+        missing = [role for role in known.roles if role not in member_roles] if known else []
+        if missing:
+            # Refused here, not when someone loads the published archive.
+            raise ArchiveError(f"component {component}: its loader reads roles {list(known.roles)}, "
+                               f"missing {missing} (given: {sorted(member_roles)})")
         roles_by_component[component] = member_roles
     if results_md is not None:
         members["RESULTS.md"] = Path(results_md).read_bytes()

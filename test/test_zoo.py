@@ -286,7 +286,8 @@ def test_directory_named_in_a_config_is_carried_file_by_file(run_dir, tmp_path):
     (tokenizer / ".done").write_text("marker")  # recipe bookkeeping stays behind
     config = {"tokenizer_dir": "exp/cor/tokenizer", "model_conf": {"use_lora": False}}
     (run_dir / "exp/cor/config.yaml").write_text(yaml.safe_dump(config))
-    archive = zoo.pack(run_dir / "cor.zip", {"corrector": {zoo.CONFIG_ROLE: run_dir / "exp/cor/config.yaml"}})
+    corrector = {zoo.CONFIG_ROLE: run_dir / "exp/cor/config.yaml", zoo.MODEL_ROLE: run_dir / "exp/sep/model.pth"}
+    archive = zoo.pack(run_dir / "cor.zip", {"corrector": corrector})
     root = zoo.unpack(archive, tmp_path / "unpacked")
     loaded = zoo.load_component_config(root, "corrector")
     assert loaded["tokenizer_dir"] == str(root / "corrector/tokenizer_dir")
@@ -348,8 +349,27 @@ def test_a_full_system_shows_the_sepalm_usage_and_runs_every_mode(system_files, 
         zoo.check_mode(root, "fast")
 
 
+def test_pack_refuses_a_known_component_without_a_role_its_loader_reads(run_dir):
+    with pytest.raises(zoo.ArchiveError, match=r"component aligner: its loader reads roles \['config', 'model'\], missing \['model'\]"):
+        zoo.pack(run_dir / "x.zip", {"aligner": {zoo.CONFIG_ROLE: run_dir / "exp/sep/config.yaml"}})
+    assert not (run_dir / "x.zip").exists()
+    # A name outside zoo.COMPONENTS packs whatever it is given.
+    zoo.pack(run_dir / "y.zip", {"notes": {"readme": run_dir / "RESULTS.md"}})
+
+
+def rename_component(old: str, new: str):
+    """An edit renaming a component in meta.yaml (its members keep their names)."""
+    def edit(members):
+        meta = yaml.safe_load(members[zoo.META_NAME])
+        meta["components"][new] = meta["components"].pop(old)
+        members[zoo.META_NAME] = yaml.safe_dump(meta).encode()
+    return edit
+
+
 def test_loadable_files_need_every_role_the_loader_reads(run_dir, tmp_path):
-    archive = zoo.pack(run_dir / "x.zip", {"aligner": {zoo.CONFIG_ROLE: run_dir / "exp/sep/config.yaml"}})
+    # An archive from elsewhere (pack refuses to make it): an aligner with a config only.
+    packed = zoo.pack(run_dir / "x.zip", {"notes": {zoo.CONFIG_ROLE: run_dir / "exp/sep/config.yaml"}})
+    archive = rebuild(packed, run_dir / "aligner_without_model.zip", rename_component("notes", "aligner"))
     root = zoo.unpack(archive, tmp_path / "unpacked")
     assert set(zoo.component_files(root, "aligner")) == {"config", "normalize_conf.stats_file"}
     with pytest.raises(zoo.ArchiveError, match=r"component 'aligner' lacks roles \['model'\]"):
