@@ -62,6 +62,28 @@ def test_paper_config_has_about_26m_parameters():
     assert 25e6 <= count <= 27e6
 
 
+def test_paper_config_trains_on_whole_utterances_padded(tmp_path):
+    """Paper §4.1: ESPnet's sampler from the paper config, over the shape files stage 3 passes,
+    batches every utterance once, whole; 4 s crops stay an option of the same config."""
+    from espnet2.samplers.build_batch_sampler import build_batch_sampler
+
+    config = config_args("train_sep_sepformer_paper.yaml")
+    assert config["iterator_type"] == "sequence" and config["batch_type"] == "folded"
+    seconds = {"a": 2.0, "b": 3.5, "c": 4.9, "d": 6.0, "e": 7.5, "f": 12.0, "g": 3.0}
+    shape_files = []
+    for name in ("speech_mix", "speech_ref1", "speech_ref2"):
+        shape_files.append(tmp_path / f"{name}_shape")
+        shape_files[-1].write_text("".join(f"{key} {round(s * 16000)}\n" for key, s in seconds.items()))
+    sampler = build_batch_sampler(config["batch_type"], config["batch_size"], batch_bins=0,
+                                  shape_files=[str(f) for f in shape_files], fold_lengths=config["fold_length"])
+    batches = list(sampler)
+    assert sorted(key for batch in batches for key in batch) == sorted(seconds)
+    for batch in batches:  # 4 utterances below 5 s, 2 up to 10 s, 1 above
+        assert len(batch) <= config["batch_size"] // (1 + max(round(seconds[k] * 16000) for k in batch) // 80000)
+    crops = vars(EnhancementTask.get_parser().parse_args(["--iterator_type", "chunk", "--chunk_length", "64000"]))
+    assert crops["iterator_type"] == "chunk" and str(crops["chunk_length"]) == "64000"
+
+
 @pytest.mark.parametrize("frames", [1, 7, 10, 25, 40])
 def test_chunking_round_trip_covers_each_frame_twice(frames):
     separator = SepFormerSeparator(8, **{**TINY_SEPARATOR, "d_model": 8})
