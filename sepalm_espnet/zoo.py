@@ -37,7 +37,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import safetensors.torch
 import torch
@@ -125,6 +125,12 @@ COMPONENTS = (
               "ŝ + s* -> output s̃"),
 )
 COMPONENTS_BY_NAME = {component.name: component for component in COMPONENTS}
+
+
+def missing_roles(component: str, roles: Iterable[str]) -> List[str]:
+    """Roles the loader of a COMPONENTS entry reads that `roles` lacks (none for other names)."""
+    known = COMPONENTS_BY_NAME.get(component)
+    return [role for role in known.roles if role not in roles] if known else []
 
 
 def mode_components(mode: str) -> Tuple[Component, ...]:
@@ -338,7 +344,7 @@ def supported_modes(components: Mapping[str, Iterable[str]]) -> Tuple[str, ...]:
     components: {name: roles}, of the files to pack or of meta.yaml.
     """
     def complete(needed: Component) -> bool:
-        return needed.name in components and set(needed.roles) <= set(components[needed.name])
+        return needed.name in components and not missing_roles(needed.name, components[needed.name])
 
     return tuple(
         mode for mode in MODES
@@ -421,12 +427,11 @@ def pack(
             if member in member_roles.values():
                 raise ArchiveError(f"component {component}: two roles would both be stored as {member}")
             member_roles[role] = member
-        known = COMPONENTS_BY_NAME.get(component)
-        missing = [role for role in known.roles if role not in member_roles] if known else []
+        missing = missing_roles(component, member_roles)
         if missing:
             # Refused here, not when someone loads the published archive.
-            raise ArchiveError(f"component {component}: its loader reads roles {list(known.roles)}, "
-                               f"missing {missing} (given: {sorted(member_roles)})")
+            raise ArchiveError(f"component {component}: its loader reads roles "
+                               f"{list(COMPONENTS_BY_NAME[component].roles)}, missing {missing} (given: {sorted(member_roles)})")
         roles_by_component[component] = member_roles
     if results_md is not None:
         members["RESULTS.md"] = Path(results_md).read_bytes()
@@ -622,7 +627,7 @@ def component_files(root: PathLike, component: str) -> Dict[str, Path]:
 def loadable_files(root: PathLike, component: str) -> Dict[str, Path]:
     """`component_files` of a COMPONENTS entry, refused unless every role its loader reads is there."""
     files = component_files(root, component)
-    missing = [role for role in COMPONENTS_BY_NAME[component].roles if role not in files]
+    missing = missing_roles(component, files)
     if missing:
         raise ArchiveError(f"{root}: component '{component}' lacks roles {missing} (has: {sorted(files)})")
     return files
