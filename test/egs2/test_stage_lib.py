@@ -69,3 +69,30 @@ def test_a_failed_job_leaves_no_finished_step(tmp_path):
     run = bash("steps_begin g2p; steps_add out/a sig a.txt --text missing.txt; steps_run sepalm_espnet.bin.g2p; "
                "steps_done", tmp_path)
     assert run.returncode != 0 and not (tmp_path / "out/a/.done").exists() and not (tmp_path / "out/a/phonemes").exists()
+
+
+def test_a_step_dir_holding_a_step_made_before_it_is_refused_before_anything_moves(tmp_path):
+    # Stage 7 once trained the tokenizer into exp/cor_x/tokenizer and then the corrector into
+    # exp/cor_x: new --cor_args moved exp/cor_x aside, the new tokenizer with it, and training failed.
+    run = bash("step_needed exp/cor/tokenizer t && step_done exp/cor/tokenizer t; echo old > exp/cor/.signature; "
+               "step_needed exp/cor new", tmp_path)
+    assert run.returncode != 0
+    assert "exp/cor/tokenizer, made before exp/cor, is inside it: put it beside exp/cor" in run.stderr
+    assert (tmp_path / "exp/cor/tokenizer/.done").is_file() and not list(tmp_path.glob("exp/cor.old.*"))
+
+
+def test_a_changed_file_named_by_the_recipe_training_options_signs_the_training_anew(tmp_path):
+    # The synthesizer's --token_list and the corrector's --tokenizer_dir: once only their paths
+    # signed the step, so a retrained tokenizer left the finished corrector in place.
+    write_kv(tmp_path / "train.txt", {"u1": "a"})
+    (tmp_path / "conf.yaml").write_text("{}\n")
+    (tmp_path / "tokenizer").mkdir()
+    script = ("python=false; train_specs=(train.txt,text,text); recipe=(--token_list tokens.txt --tokenizer_dir tokenizer); "
+              "train_task syn syn_train conf.yaml stats exp model text train_specs train_specs recipe ''")
+    signatures = []
+    for tokens, tokenizer in (("a b", "t1"), ("a b", "t1"), ("a c", "t1"), ("a c", "t2")):
+        (tmp_path / "tokens.txt").write_text(tokens)
+        (tmp_path / "tokenizer/.done").write_text(tokenizer)
+        assert bash(script, tmp_path).returncode != 0  # `false` as Python: the statistics job fails
+        signatures.append((tmp_path / "stats/.signature").read_text())
+    assert signatures[0] == signatures[1] and len(set(signatures)) == 3

@@ -43,8 +43,14 @@ dir_sum() {
 is_done() { [ -f "$1/.done" ] && [ "$(cat "$1/.done")" = "$2" ]; }
 
 # step_needed DIR SIGNATURE: false (and logged) when DIR is up to date; else prepares DIR.
+# A step's DIR never holds a step made before it in the run: moved aside with DIR, it would be lost.
+_step_dirs=()
 step_needed() {
-    local dir=$1 signature=$2 aside
+    local dir=$1 signature=$2 aside earlier
+    for earlier in "${_step_dirs[@]}"; do
+        case ${earlier} in "${dir}"/*) fail "${earlier}, made before ${dir}, is inside it: put it beside ${dir}" ;; esac
+    done
+    _step_dirs+=("${dir}")
     if is_done "${dir}" "${signature}"; then
         log "${dir} is up to date, skipped"
         return 1
@@ -159,11 +165,14 @@ data_options() {
 train_task() {
     local name=$1 bin=$2 config=$3 stats_dir=$4 exp=$5 model=$6 shape_name=$7
     local -n train_specs=$8 valid_specs=$9 recipe_args=${10}
-    local train_opts valid_opts paths=() spec signature train_args user_args
+    local train_opts valid_opts paths=() spec arg signature train_args user_args
     read -ra user_args <<< "${11}"
     train_args=("${recipe_args[@]}" "${user_args[@]}")
     [ -f "${config}" ] || fail "--${name}_config ${config}: file not found"
     for spec in "${train_specs[@]}" "${valid_specs[@]}"; do paths+=("${spec%%,*}"); done
+    for arg in "${recipe_args[@]}"; do  # a token list file, a tokenizer step dir: their contents sign too
+        if [ -f "${arg}" ]; then paths+=("${arg}"); elif [ -f "${arg}/.done" ]; then paths+=("${arg}/.done"); fi
+    done
     mapfile -t train_opts < <(data_options train "${train_specs[@]}")
     mapfile -t valid_opts < <(data_options valid "${valid_specs[@]}")
     signature="config=$(files_sum "${config}") data=$(files_sum "${paths[@]}") args=${train_args[*]}"
