@@ -182,7 +182,7 @@ def main(argv=None) -> None:
     model = WhisperModel(args.model, device="cpu", compute_type=args.compute_type, cpu_threads=args.threads)
     teacher = FasterWhisperTeacher(args.model, compute_type=args.compute_type, cpu_threads=args.threads)
     variants = [("one clip per transcribe() (before)", one_at_a_time(model)),
-                ("FasterWhisperTeacher (now)", teacher.transcribe)]
+                ("FasterWhisperTeacher (now)", lambda audios: [t.text for t in teacher.transcribe(audios)])]
     for batch_size in args.batch_sizes:
         variants.append((f"BatchedInferencePipeline, batch {batch_size}", batched(model, batch_size)))
 

@@ -44,8 +44,14 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from sepalm_espnet.corrector.asr_teacher import ASR_TEACHERS, SAMPLE_RATE as ASR_SAMPLE_RATE, build_asr_teacher
-from sepalm_espnet.corrector.text_norm import normalize_text
+from sepalm_espnet.corrector.asr_teacher import (
+    ASR_TEACHERS,
+    build_asr_teacher,
+    count_length_limited,
+    status_path,
+    transcribe_entries,
+    write_transcripts,
+)
 from sepalm_espnet.data.audio import AudioError
 from sepalm_espnet.data.format import load_mono
 from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, atomic_path, read_kv, read_text, write_kv
@@ -341,18 +347,11 @@ def _separation_scores(label: str, path: Path, estimates: Mapping[str, str], inp
 
 
 def _transcribe(teacher: Any, entries: Mapping[str, str], where: PathLike, batch_size: int,
-                label: str) -> Dict[str, str]:
-    """Normalised transcripts (as asr_teacher.transcribe_entries makes them), batch by batch
-    under one progress bar."""
-    keys = sorted(entries)
-    texts: Dict[str, str] = {}
-    with tqdm(total=len(keys), desc=f"{label}: ASR", unit="utt") as bar:
-        for start in range(0, len(keys), batch_size):
-            batch = keys[start:start + batch_size]
-            audios = [load_mono(entries[key], f"{where} (key {key})", ASR_SAMPLE_RATE) for key in batch]
-            texts.update(zip(batch, (normalize_text(t) for t in teacher.transcribe(audios)), strict=True))
-            bar.update(len(batch))
-    return texts
+                label: str) -> Tuple[Dict[str, str], Dict[str, str]]:
+    """asr_teacher.transcribe_entries under one progress bar."""
+    with tqdm(total=len(entries), desc=f"{label}: ASR", unit="utt") as bar:
+        return transcribe_entries(teacher, {key: entries[key] for key in sorted(entries)}, where, batch_size,
+                                  progress=bar.update)
 
 
 def _similarities(encoder: Any, estimates: Mapping[str, str], path: PathLike, references: Mapping[str, str],
@@ -385,8 +384,10 @@ def score_speech_system(label: str, path: Path, score_dir: Path, inputs: SetInpu
     outputs = [METRICS_FILE, PERMUTATION_FILE, SUMMARY_FILE]
     counts: Dict[str, Any] = {"n_utterances": len(scores)}  # mixtures, as summary.json counts them
     if options.asr_backend is not None:
-        write_kv(score_dir / HYP_TEXT_FILE, _transcribe(models.teacher(), estimates, path, options.batch_size, label))
-        outputs.append(HYP_TEXT_FILE)
+        write_transcripts(score_dir / HYP_TEXT_FILE, *_transcribe(models.teacher(), estimates, path,
+                                                                  options.batch_size, label))
+        outputs += [HYP_TEXT_FILE, status_path(HYP_TEXT_FILE).name]
+        counts["n_asr_length_limit"] = count_length_limited(score_dir / HYP_TEXT_FILE)
         keys = sorted(estimates)
         for name, ref in (("wer_teacher", inputs.teacher), ("wer_gt", inputs.ground_truth)):
             if not ref.is_file():
@@ -430,6 +431,7 @@ def score_transcript_system(label: str, path: Path, score_dir: Path, inputs: Set
     status = path.parent / STATUS_FILE
     if status.is_file():
         summary.update(fallback_summary(status, path, list(texts)))
+    summary["n_asr_length_limit"] = count_length_limited(path)  # a Whisper transcript's looping decodings
     with atomic_path(score_dir / WER_SUMMARY_FILE) as tmp:
         tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return [WER_SUMMARY_FILE]
@@ -445,7 +447,7 @@ def _signature_of(system: System, path: Path, inputs: SetInputs, options: Scorin
     }
     settings: Dict[str, Any] = {"mode": system.mode}
     if system.mode == TRANSCRIPT_MODE:
-        files["status"] = path.parent / STATUS_FILE
+        files.update(status=path.parent / STATUS_FILE, asr_status=status_path(path))
     else:
         files.update(references=inputs.references, mixtures=inputs.mixtures, permutation=inputs.permutation,
                      references_done=inputs.references.parent / DONE_FILE)

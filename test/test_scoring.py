@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from sepalm_espnet.data.audio import write_audio
+from sepalm_espnet.corrector.asr_teacher import Transcript
 from sepalm_espnet.data.kaldi_dir import DataDirError, read_kv, write_kv
 from sepalm_espnet.data.speakers import flatten
 from sepalm_espnet import scoring
@@ -181,7 +182,8 @@ class FakeTeacher:
 
     def transcribe(self, audios):
         self.calls += 1
-        return ["The cat, sat!"] * len(audios)
+        # The first of every call loops to the decoding's token limit.
+        return [Transcript("The cat, sat!", length_limited=i == 0) for i in range(len(audios))]
 
 
 class FakeEncoder:
@@ -242,9 +244,12 @@ def test_models_load_once_and_rtf_is_measured_once_per_mode(layout, caplog, monk
         assert speech["wer_teacher"] == pytest.approx(1000 / 12)
         assert speech["sim"] == 0.5 and speech["sim_count"] == 4 and speech["n_utterances"] == 2
         assert read_kv(layout / decode / "score/text_hyp")["m2_spk1"] == "THE CAT SAT"  # normalised
+        assert speech["n_asr_length_limit"] == 1  # one ASR call per system: 4 estimates
+        assert read_kv(layout / decode / "score/text_hyp.asr_status")["m1_spk1"] == "length_limit"
         assert (layout / decode / "score/rtf.json").is_file()
     header, rows = table_rows(layout / "exp/RESULTS.md")
-    assert header[-5:] == ["WER (GT, %)", "SIM", "fallbacks", "fallback rate (%)", "RTF"]
+    assert header[-6:] == ["WER (GT, %)", "SIM", "ASR token-limit hits", "fallbacks", "fallback rate (%)", "RTF"]
+    assert rows["SepALM (x)"][header.index("ASR token-limit hits")] == "1"
     assert rows["SepFormer (x)"][-1] == "0.050" and rows["SepALM (x)"][-1] == "0.400"
     assert rows["SepALM (x)"][header.index("SIM")] == "0.500"
     assert rows[ORACLE[0]][header.index("SIM")] == "0.500" and rows[ORACLE[0]][-1] in ("", "-")

@@ -27,6 +27,12 @@ and without conditioning on previous text, and transcribe every utterance (faste
 no-speech skipping is off, as openai-whisper's `decode` has none). Threads follow
 OMP_NUM_THREADS.
 
+Both stop a 30 s window at `max_tokens` text tokens (openai-whisper's own default, 224; a
+window of speech needs about 100). Greedy Whisper on badly separated speech can loop on a
+phrase until that limit: such a transcript is marked (`Transcript.length_limited`), and
+`transcribe_scp` writes the mark of every key beside the text (`<text>.asr_status`:
+`complete` or `length_limit`), which stage 14 counts into RESULTS.md.
+
 Transcripts are written normalised (`text_norm.normalize_text`). A clean-reference transcript
 is stored under the speaker order of the separated estimates, see `transcribe_references`.
 """
@@ -34,7 +40,9 @@ from __future__ import annotations
 
 import abc
 import logging
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -49,30 +57,50 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 LANGUAGE = "en"
+MAX_TOKENS = 224  # text tokens per 30 s window: openai-whisper's default sample_len (n_text_ctx // 2)
+STATUS_SUFFIX = ".asr_status"
+COMPLETE, LENGTH_LIMIT = "complete", "length_limit"
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str  # raw (unnormalised)
+    length_limited: bool = False  # a window's decoding reached max_tokens without its end token
+
+
+def status_path(text_path: PathLike) -> Path:
+    """Where transcribe_scp writes the per-key COMPLETE / LENGTH_LIMIT marks of a text."""
+    text_path = Path(text_path)
+    return text_path.with_name(text_path.name + STATUS_SUFFIX)
 
 
 class AsrTeacher(abc.ABC):
     """Greedy English transcription of 16 kHz mono float32 speech of any length."""
 
     @abc.abstractmethod
-    def transcribe(self, audios: Sequence[np.ndarray]) -> List[str]:
-        """One raw (unnormalised) transcript per input, in input order."""
+    def transcribe(self, audios: Sequence[np.ndarray]) -> List[Transcript]:
+        """One transcript per input, in input order."""
 
 
 class OpenAIWhisperTeacher(AsrTeacher):
-    def __init__(self, model: str, device: str = "cpu"):
+    def __init__(self, model: str, device: str = "cpu", max_tokens: int = MAX_TOKENS):
         import whisper
 
         self.model = whisper.load_model(model, device=device).eval()
+        # Beyond half the text context, whisper.decode would also cut the prompt.
+        self.max_tokens = min(max_tokens, self.model.dims.n_text_ctx // 2)
+        if self.max_tokens < max_tokens:
+            logger.warning("%s: max_tokens %d lowered to the model's %d", model, max_tokens, self.max_tokens)
         self.options = whisper.DecodingOptions(
             task="transcribe",
             language=LANGUAGE,
             temperature=0.0,
+            sample_len=self.max_tokens,
             without_timestamps=True,
             fp16=device != "cpu",
         )
 
-    def transcribe(self, audios: Sequence[np.ndarray]) -> List[str]:
+    def transcribe(self, audios: Sequence[np.ndarray]) -> List[Transcript]:
         import torch
         import whisper
         from whisper.audio import N_SAMPLES
@@ -92,9 +120,12 @@ class OpenAIWhisperTeacher(AsrTeacher):
         with torch.inference_mode():
             results = whisper.decode(self.model, mels, self.options)
         pieces: List[List[str]] = [[] for _ in audios]
+        limited = [False] * len(audios)
         for owner, result in zip(owners, results):
             pieces[owner].append(result.text.strip())
-        return [" ".join(piece for piece in utterance if piece) for utterance in pieces]
+            limited[owner] |= len(result.tokens) >= self.max_tokens
+        return [Transcript(" ".join(piece for piece in utterance if piece), hit)
+                for utterance, hit in zip(pieces, limited)]
 
 
 class FasterWhisperTeacher(AsrTeacher):
@@ -112,7 +143,8 @@ class FasterWhisperTeacher(AsrTeacher):
         no_speech_threshold=None,
     )
 
-    def __init__(self, model: str, device: str = "cpu", compute_type: Optional[str] = None, cpu_threads: int = 0):
+    def __init__(self, model: str, device: str = "cpu", compute_type: Optional[str] = None, cpu_threads: int = 0,
+                 max_tokens: int = MAX_TOKENS):
         """compute_type defaults to int8 on CPU (fastest there) and float16 on GPU; cpu_threads 0
         follows OMP_NUM_THREADS."""
         from faster_whisper import WhisperModel
@@ -120,13 +152,16 @@ class FasterWhisperTeacher(AsrTeacher):
         if compute_type is None:
             compute_type = "int8" if device == "cpu" else "float16"
         self.model = WhisperModel(model, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+        self.max_tokens = max_tokens
 
-    def transcribe(self, audios: Sequence[np.ndarray]) -> List[str]:
+    def transcribe(self, audios: Sequence[np.ndarray]) -> List[Transcript]:
         return [self._transcribe_one(audio) for audio in audios]
 
-    def _transcribe_one(self, audio: np.ndarray) -> str:
-        segments, _ = self.model.transcribe(audio, **self.DECODE_OPTIONS)
-        return "".join(segment.text for segment in segments).strip()
+    def _transcribe_one(self, audio: np.ndarray) -> Transcript:
+        segments, _ = self.model.transcribe(audio, max_new_tokens=self.max_tokens, **self.DECODE_OPTIONS)
+        segments = list(segments)  # without timestamps: one segment per 30 s window
+        return Transcript("".join(segment.text for segment in segments).strip(),
+                          any(len(segment.tokens) >= self.max_tokens for segment in segments))
 
 
 ASR_TEACHERS = {"whisper": OpenAIWhisperTeacher, "faster_whisper": FasterWhisperTeacher}
@@ -140,29 +175,58 @@ def build_asr_teacher(backend: str, model: str, device: str = "cpu", **backend_o
 
 
 def transcribe_entries(teacher: AsrTeacher, entries: Dict[str, str], where: PathLike,
-                       batch_size: int = 8) -> Dict[str, str]:
-    """Normalised transcripts of `key -> audio` entries, `batch_size` utterances per call."""
+                       batch_size: int = 8, progress=None) -> Tuple[Dict[str, str], Dict[str, str]]:
+    """Normalised transcripts of `key -> audio` entries, `batch_size` utterances per call, and
+    each key's status (COMPLETE or LENGTH_LIMIT, logged); `progress(n)` after each batch."""
     keys = list(entries)
     texts: Dict[str, str] = {}
+    statuses: Dict[str, str] = {}
     for start in range(0, len(keys), batch_size):
         batch = keys[start:start + batch_size]
         audios = [load_mono(entries[key], f"{where} (key {key})", SAMPLE_RATE) for key in batch]
-        transcripts = teacher.transcribe(audios)
-        texts.update(zip(batch, (normalize_text(t) for t in transcripts), strict=True))
+        for key, transcript in zip(batch, teacher.transcribe(audios), strict=True):
+            texts[key] = normalize_text(transcript.text)
+            statuses[key] = LENGTH_LIMIT if transcript.length_limited else COMPLETE
+            if transcript.length_limited:
+                logger.warning("%s: key %s: the ASR decoding hit its token limit (a looping transcript)", where, key)
         logger.info("%s: transcribed %d/%d utterances", where, len(texts), len(keys))
-    return texts
+        if progress is not None:
+            progress(len(batch))
+    n_limited = sum(status == LENGTH_LIMIT for status in statuses.values())
+    if n_limited:
+        logger.warning("%s: %d of %d transcripts hit the ASR token limit", where, n_limited, len(keys))
+    return texts, statuses
+
+
+def write_transcripts(out_text: PathLike, texts: Dict[str, str], statuses: Dict[str, str]) -> None:
+    """The Kaldi text and, beside it, its statuses (status_path)."""
+    write_kv(status_path(out_text), statuses)
+    write_kv(out_text, texts)
+
+
+def count_length_limited(text_path: PathLike) -> Optional[int]:
+    """LENGTH_LIMIT marks beside a text; None when it has no status file."""
+    path = status_path(text_path)
+    if not path.is_file():
+        return None
+    statuses = read_kv(path)
+    unknown = sorted(set(statuses.values()) - {COMPLETE, LENGTH_LIMIT})
+    if unknown:
+        raise DataDirError(f"{path}: unknown status '{unknown[0]}' (expected {COMPLETE} or {LENGTH_LIMIT})")
+    return sum(value == LENGTH_LIMIT for value in statuses.values())
 
 
 def transcribe_scp(teacher: AsrTeacher, wav_scp: PathLike, out_text: PathLike,
                    key_file: Optional[PathLike] = None, batch_size: int = 8) -> Dict[str, str]:
-    """Write a sorted Kaldi text `key transcript` (possibly empty) of wav_scp's audio.
+    """Write a sorted Kaldi text `key transcript` (possibly empty) of wav_scp's audio, and its
+    statuses beside it.
 
     Only the keys listed in `key_file` (first column) are transcribed when it is given: one
-    JOB of a split run. The file appears only when complete.
+    JOB of a split run. The files appear only when complete.
     """
     entries = select_entries(wav_scp, read_key_file(key_file))
-    texts = transcribe_entries(teacher, entries, wav_scp, batch_size)
-    write_kv(out_text, texts)
+    texts, statuses = transcribe_entries(teacher, entries, wav_scp, batch_size)
+    write_transcripts(out_text, texts, statuses)
     return texts
 
 
@@ -200,9 +264,11 @@ def transcribe_references(teacher: AsrTeacher, ref_scps: Sequence[PathLike],
         transcribe_entries(teacher, select_entries(scp, keys), scp, batch_size) for scp in ref_scps
     ]
     estimate_texts: List[Dict[str, str]] = [{} for _ in speakers]
+    estimate_statuses: List[Dict[str, str]] = [{} for _ in speakers]
     for key in keys:
         for reference, estimate in enumerate(permutations[key]):
-            estimate_texts[estimate][key] = reference_texts[reference][key]
-    for out_text, texts in zip(out_texts, estimate_texts):
-        write_kv(out_text, texts)
+            estimate_texts[estimate][key] = reference_texts[reference][0][key]
+            estimate_statuses[estimate][key] = reference_texts[reference][1][key]
+    for out_text, texts, statuses in zip(out_texts, estimate_texts, estimate_statuses):
+        write_transcripts(out_text, texts, statuses)
     return estimate_texts

@@ -56,6 +56,8 @@ SPEECH_COLUMNS = (
     Column("wer_teacher", "WER (teacher, %)"),
     Column("wer_gt", "WER (GT, %)"),
     Column("sim", "SIM", "{:.3f}"),
+    # Transcripts whose Whisper decoding looped to its token limit (asr_teacher.LENGTH_LIMIT).
+    Column("n_asr_length_limit", "ASR token-limit hits", "{:.0f}"),
 )
 # The corrector's fallbacks (its `status` file: every value but `parsed`), of transcript rows.
 FALLBACK_COLUMNS = (

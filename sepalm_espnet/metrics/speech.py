@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from sepalm_espnet.corrector.asr_teacher import AsrTeacher, transcribe_scp
+from sepalm_espnet.corrector.asr_teacher import AsrTeacher, count_length_limited, transcribe_scp
 from sepalm_espnet.corrector.text_norm import wer
 from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, atomic_path, read_key_file, read_kv, read_text, write_kv
 from sepalm_espnet.data.speakers import reorder
@@ -28,7 +28,8 @@ from sepalm_espnet.metrics.speaker import SpeakerEncoder, cosine_similarity_scps
 
 SPEECH_SUMMARY_FILE = "speech_summary.json"
 SIM_FILE = "sim"
-COUNT_KEYS = ("wer_teacher_errors", "wer_teacher_words", "wer_gt_errors", "wer_gt_words", "sim_sum", "sim_count", "n_utterances")
+COUNT_KEYS = ("wer_teacher_errors", "wer_teacher_words", "wer_gt_errors", "wer_gt_words", "sim_sum", "sim_count",
+              "n_utterances", "n_asr_length_limit")
 
 
 def hyp_text_name(n: int) -> str:
@@ -118,6 +119,7 @@ def score_speech(
     hyps: Optional[List[Dict[str, str]]] = None
     if teacher is not None:
         hyps = [transcribe_scp(teacher, scp, out_dir / hyp_text_name(n), key_file, batch_size) for n, scp in enumerate(speech_scps)]
+        limited = [count_length_limited(out_dir / hyp_text_name(n)) for n in range(n_spk)]
     elif hyp_texts is not None:
         hyps = []
         for path in hyp_texts:
@@ -129,6 +131,8 @@ def score_speech(
         for n, texts in enumerate(hyps):
             write_kv(out_dir / hyp_text_name(n), texts)
     counts: Dict[str, Any] = {"n_utterances": len(keys)}
+    if teacher is not None:
+        counts["n_asr_length_limit"] = sum(limited)
     if hyps is not None:
         teacher_refs = None
         if teacher_texts is not None:

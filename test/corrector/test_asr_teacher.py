@@ -12,11 +12,14 @@ import pytest
 import soundfile as sf
 import torch
 from whisper.model import ModelDimensions, Whisper
+from whisper.tokenizer import get_tokenizer
 
 from sepalm_espnet.bin.asr_teacher import main as asr_teacher_main
 from sepalm_espnet.corrector.asr_teacher import (
     AsrTeacher,
+    Transcript,
     build_asr_teacher,
+    count_length_limited,
     transcribe_references,
     transcribe_scp,
 )
@@ -38,7 +41,7 @@ class LengthTeacher(AsrTeacher):
 
     def transcribe(self, audios):
         self.batch_sizes.append(len(audios))
-        return [f"utterance of {len(audio)} samples." for audio in audios]
+        return [Transcript(f"utterance of {len(audio)} samples.") for audio in audios]
 
 
 def heard(n_samples: int) -> str:
@@ -88,17 +91,59 @@ def test_openai_whisper_batch_equals_one_at_a_time(tiny_whisper_checkpoint):
         (gain * rng.standard_normal(n)).astype(np.float32)
         for n, gain in ((16000, 0.1), (40000, 0.5), (8000, 1.0))
     ]
-    batched = teacher.transcribe(audios)
+    batched = [t.text for t in teacher.transcribe(audios)]
     assert all(isinstance(text, str) for text in batched)
     assert len(set(batched)) == 3, "the test model should transcribe different noises differently"
-    assert batched == [teacher.transcribe([audio])[0] for audio in audios]
+    assert batched == [teacher.transcribe([audio])[0].text for audio in audios]
 
 
 def test_openai_whisper_joins_windows_of_long_input(tiny_whisper_checkpoint):
     teacher = build_asr_teacher("whisper", str(tiny_whisper_checkpoint))
     long_audio = (0.1 * np.random.default_rng(2).standard_normal(31 * FS)).astype(np.float32)
-    halves = teacher.transcribe(list(np.array_split(long_audio, 2)))
-    assert teacher.transcribe([long_audio]) == [" ".join(text for text in halves if text)]
+    halves = [t.text for t in teacher.transcribe(list(np.array_split(long_audio, 2)))]
+    assert teacher.transcribe([long_audio])[0].text == " ".join(text for text in halves if text)
+
+
+def test_openai_whisper_marks_windows_decoded_to_the_token_limit(tiny_whisper_checkpoint, tmp_path):
+    # The random model never emits its end token: every window loops to the limit, as greedy
+    # Whisper did on 17 of 640 separated estimates of the mini recipe. A copy whose output layer
+    # always prefers the end token stops after one token.
+    noise = [(0.1 * np.random.default_rng(3).standard_normal(n)).astype(np.float32) for n in (16000, 31 * FS)]
+    looping = build_asr_teacher("whisper", str(tiny_whisper_checkpoint), max_tokens=5)
+    assert [t.length_limited for t in looping.transcribe(noise)] == [True, True]
+    checkpoint = torch.load(tiny_whisper_checkpoint, weights_only=True)
+    model = Whisper(ModelDimensions(**checkpoint["dims"]))
+    model.load_state_dict(checkpoint["model_state_dict"])
+    eot = get_tokenizer(multilingual=True).eot
+    with torch.no_grad():
+        model.decoder.ln.weight.zero_()
+        model.decoder.ln.bias.copy_(10 * model.decoder.token_embedding.weight[eot])
+    torch.save({"dims": checkpoint["dims"], "model_state_dict": model.state_dict()}, tmp_path / "eot.pt")
+    stopping = build_asr_teacher("whisper", str(tmp_path / "eot.pt"), max_tokens=5)
+    transcripts = stopping.transcribe(noise)
+    assert [t.length_limited for t in transcripts] == [False, False] and all(t.text for t in transcripts)
+
+
+def test_openai_whisper_limit_never_exceeds_half_the_text_context(tiny_whisper_checkpoint, caplog):
+    with caplog.at_level(logging.WARNING):
+        teacher = build_asr_teacher("whisper", str(tiny_whisper_checkpoint))
+    assert teacher.max_tokens == 16 and teacher.options.sample_len == 16  # n_text_ctx 32
+    assert "max_tokens 224 lowered to the model's 16" in caplog.text
+
+
+def test_status_of_every_transcript_is_written_beside_its_text(tmp_path):
+    class LoopsOnLongInput(AsrTeacher):
+        def transcribe(self, audios):
+            return [Transcript("words " * 9, length_limited=len(audio) > 1500) for audio in audios]
+
+    scp = write_wavs(tmp_path / "wavs", {"a": 1000, "b": 2000, "c": 1200})
+    transcribe_scp(LoopsOnLongInput(), scp, tmp_path / "text")
+    assert read_text(tmp_path / "text.asr_status") == {"a": "complete", "b": "length_limit", "c": "complete"}
+    assert count_length_limited(tmp_path / "text") == 1
+    assert count_length_limited(tmp_path / "other") is None  # a text without statuses
+    write_kv(tmp_path / "bad.asr_status", {"a": "truncated"})
+    with pytest.raises(DataDirError, match="bad.asr_status: unknown status 'truncated'"):
+        count_length_limited(tmp_path / "bad")
 
 
 @pytest.mark.skipif(
@@ -112,8 +157,10 @@ def test_faster_whisper_transcribes_synthetic_speech(tmp_path, monkeypatch):
     speech, _ = librosa.load(wav, sr=FS)
     teacher = build_asr_teacher("faster_whisper", str(WHISPER_BASE))
     [transcript] = teacher.transcribe([speech])
-    error_rate, n_words, _ = wer({"fox": SENTENCE}, {"fox": transcript})
-    assert n_words == 9 and error_rate < 0.5, transcript
+    error_rate, n_words, _ = wer({"fox": SENTENCE}, {"fox": transcript.text})
+    assert n_words == 9 and error_rate < 0.5 and not transcript.length_limited, transcript
+    [cut] = build_asr_teacher("faster_whisper", str(WHISPER_BASE), max_tokens=3).transcribe([speech])
+    assert cut.length_limited and len(cut.text.split()) < 5, cut
 
 
 def test_faster_whisper_decodes_greedily_in_english_one_clip_at_a_time(monkeypatch):
@@ -127,20 +174,21 @@ def test_faster_whisper_decodes_greedily_in_english_one_clip_at_a_time(monkeypat
 
         def transcribe(self, audio, **options):
             calls.append((len(audio), options))
-            segment = type("Segment", (), {"text": f" {len(audio)} samples."})
+            segment = type("Segment", (), {"text": f" {len(audio)} samples.", "tokens": [1] * (100 if len(audio) < FS else 224)})
             return iter([segment]), None
 
     monkeypatch.setattr(faster_whisper, "WhisperModel", FakeWhisperModel)
     teacher = build_asr_teacher("faster_whisper", "model_dir")
     assert teacher.model.init == dict(model="model_dir", device="cpu", compute_type="int8", cpu_threads=0)
     assert teacher.transcribe([np.zeros(1600, np.float32), np.zeros(40 * FS, np.float32)]) == [
-        "1600 samples.", f"{40 * FS} samples."
+        Transcript("1600 samples.", length_limited=False),  # 100 tokens
+        Transcript(f"{40 * FS} samples.", length_limited=True),  # 224 tokens: the limit
     ]
     assert [n for n, _ in calls] == [1600, 40 * FS]
     for _, options in calls:
         assert options == dict(language="en", task="transcribe", beam_size=1, best_of=1, temperature=0.0,
                                condition_on_previous_text=False, without_timestamps=True, vad_filter=False,
-                               no_speech_threshold=None)
+                               no_speech_threshold=None, max_new_tokens=224)
 
 
 def test_module_import_leaves_backends_and_scoring_unloaded():
@@ -223,4 +271,4 @@ def test_cli_writes_one_text_per_scp_of_the_jobs_keys(tmp_path, two_speaker_refs
     teacher = build_asr_teacher("whisper", str(tiny_whisper_checkpoint))
     for scp, name in ((spk1, "text_pt"), (spk2, "text_ct")):
         audio, _ = sf.read(read_text(scp)["m2"], dtype="float32")
-        assert read_text(tmp_path / "out" / name) == {"m2": normalize_text(teacher.transcribe([audio])[0])}
+        assert read_text(tmp_path / "out" / name) == {"m2": normalize_text(teacher.transcribe([audio])[0].text)}

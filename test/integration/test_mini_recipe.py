@@ -95,7 +95,7 @@ def test_stage_5_6_teacher_transcripts_and_units(recipe):
 
 
 def test_stage_7_8_corrector_outputs_and_text_wer(recipe):
-    assert (recipe / "exp/cor_train_cor_tinyllama_mini/tokenizer/tokenizer.json").is_file()
+    assert (recipe / "exp/tokenizer_train_cor_tinyllama_mini/tokenizer.json").is_file()
     decode = recipe / "exp" / COR_DECODE / "test"
     status = read_kv(decode / "status")
     assert len(status) == 4 and set(status.values()) <= {"parsed", "fallback_preliminary", "fallback_teacher"}
@@ -118,7 +118,8 @@ def test_stage_9_to_13_tokens_refined_and_aligned_speech(recipe):
         command = (recipe / "exp" / dir / "logdir" / f"{step}.1.log").read_text().splitlines()[0]
         assert "--device cpu" in command, step
     mixtures = read_kv(recipe / "dump/raw/test/wav.scp")
-    for decode in (SYN_DECODE, ALI_DECODE):
+    oracle_decodes = [f"syn_train_syn_ar_nar_mini/decode_oracle_{rung}" for rung in ("gt_text", "teacher_s")]
+    for decode in (SYN_DECODE, ALI_DECODE, *oracle_decodes):
         outputs = read_kv(recipe / "exp" / decode / "test" / "speech.scp")
         assert outputs.keys() == {f"{key}_spk{n}" for key in mixtures for n in (1, 2)}
         for key, path in outputs.items():
@@ -140,9 +141,12 @@ def test_stage_14_results_table_has_every_system(recipe):
         float(rows[name][0])  # SI-SNRi
         assert rows[name][4] == "2"  # N utterances
     assert any(name.startswith("Corrector") and "corrected" in name for name in rows)
-    (oracle,) = [name for name in rows if name.startswith("Codec resynthesis of s (oracle")]
-    float(rows[oracle][0])  # the oracle ladder's top rung is scored on the same estimates
-    assert rows[oracle][4] == "2"
+    oracles = [name for name in rows if "(oracle" in name]
+    assert [name.split(" (")[0] for name in oracles] == [
+        "Codec resynthesis of s", "Synthesizer from ground-truth text", "Synthesizer from the teacher's transcript of s"]
+    for name in oracles:  # the oracle ladder's rungs are scored on the same estimates
+        float(rows[name][0])
+        assert rows[name][4] == "2"
     assert "RTF" in header and float(rows[systems[-1]][-1]) > 0  # the full system's RTF on 5 s inputs
 
 

@@ -101,7 +101,7 @@ def test_make_results_merges_metric_files_and_adds_the_columns_present(tmp_path)
 
     make_results.main(["--output", str(out), "--test_sets", "test", "--system", f"sep={tmp_path}/sep/{{test_set}}",
                        "--columns", "si_snri", "speech"])
-    assert "| sep | 11.50 | - | - | - |" in out.read_text().splitlines()
+    assert "| sep | 11.50 | - | - | - | - |" in out.read_text().splitlines()  # WERs, SIM, ASR token-limit hits
     with pytest.raises(SystemExit, match="unknown column 'bogus'"):
         make_results.main(["--output", str(out), "--test_sets", "test", "--system", f"sep={tmp_path}/sep/{{test_set}}",
                            "--columns", "bogus"])

@@ -154,10 +154,12 @@ uses_semantic() { [ -n "${t2s_config}" ]; }
 
 sep_exp=${expdir}/sep_${sep_tag}
 cor_exp=${expdir}/cor_${cor_tag}
+cor_tokenizer=${expdir}/tokenizer_${cor_tag}
 cor_decode=${cor_exp}/decode_${cor_inference_tag}
 syn_exp=${expdir}/syn_${syn_tag}
 t2s_exp=${expdir}/t2s_${t2s_tag:-$([ -z "${t2s_config}" ] || config_tag "${t2s_config}")}
 syn_decode=${syn_exp}/decode_${cor_tag}_${cor_inference_tag}
+t2s_decode=${t2s_exp}/decode_${cor_tag}_${cor_inference_tag}
 ali_exp=${expdir}/ali_${ali_tag}
 ali_decode=${ali_exp}/decode_${syn_tag}_${cor_tag}_${cor_inference_tag}
 token_list=${cor_decode}/phoneme_token_list.txt
@@ -180,6 +182,17 @@ syn_data() {
     echo "${tokens}/est_tokens.scp,est_tokens,kaldi_ark" "${tokens}/ref_tokens.scp,ref_tokens,kaldi_ark" \
         "${cor_decode}/$1/g2p/phonemes,phonemes,text"
     ! uses_semantic || echo "${sep_decode}/$1/${units_name}/units_ref,semantic,text_int"
+}
+# The oracle ladder's text rungs: stage 11 also decodes the test sets' ŝ tokens with another text
+# than the corrected one. "<name> <text under the estimates' dir> <title>", if every test set has it.
+oracle_rungs() {
+    local name text title dset
+    while read -r name text title; do
+        for dset in "${test_set_list[@]}"; do
+            [ -f "${sep_decode}/${dset}/${text}" ] || { log "no ${sep_decode}/${dset}/${text}: no ${name} rung"; continue 2; }
+        done
+        echo "${name} ${text} ${title}"
+    done <<< $'gt_text text ground-truth text\nteacher_s teacher/text_ct the teacher\'s transcript of s'
 }
 # Aligner: ŝ, its refined s* and the matched reference s.
 ali_data() {
@@ -282,23 +295,21 @@ if runs 6; then
 fi
 
 if runs 7; then
-    _tokenizer=${cor_exp}/tokenizer
     _teacher=${sep_decode}/${train_set}/teacher
     signature="base=${cor_base_tokenizer} vocab=${cor_vocab_size} kmeans=$(files_sum "${kmeans_dir}/centers.npy") text=$(files_sum "${_teacher}/text_pt" "${_teacher}/text_ct")"
-    if step_needed "${_tokenizer}" "${signature}"; then
-        log "Stage 7, step 1: corrector tokenizer into ${_tokenizer}"
+    if step_needed "${cor_tokenizer}" "${signature}"; then
+        log "Stage 7, step 1: corrector tokenizer into ${cor_tokenizer}"
         _source=(--text "${_teacher}/text_pt" "${_teacher}/text_ct" --vocab_size "${cor_vocab_size}")
         [ -z "${cor_base_tokenizer}" ] || _source=(--base_tokenizer "${cor_base_tokenizer}")
         # train_tokenizer replaces the whole directory: its log lives beside it.
-        ${train_cmd} "${cor_exp}/logdir/train_tokenizer.log" \
-            "${python}" -m sepalm_espnet.bin.train_tokenizer "${_source[@]}" --kmeans_dir "${kmeans_dir}" \
-                --output_dir "${_tokenizer}"
-        step_done "${_tokenizer}" "${signature}"
+        ${train_cmd} "${cor_tokenizer}.log" "${python}" -m sepalm_espnet.bin.train_tokenizer "${_source[@]}" \
+            --kmeans_dir "${kmeans_dir}" --output_dir "${cor_tokenizer}"
+        step_done "${cor_tokenizer}" "${signature}"
     fi
     log "Stage 7, step 2: corrector (${cor_config})"
     read -ra _train <<< "$(cor_data "${train_set}")"
     read -ra _valid <<< "$(cor_data "${valid_set}")"
-    _args=(--tokenizer_dir "${_tokenizer}")
+    _args=(--tokenizer_dir "${cor_tokenizer}")
     train_task cor cor_train "${cor_config}" "${expdir}/cor_stats_${cor_tag}" "${cor_exp}" \
         "${cor_inference_model}" input_ids _train _valid _args "${cor_args}"
 fi
@@ -371,12 +382,18 @@ if runs 9; then
     steps_run sepalm_espnet.bin.codec_resynthesis --codec "${codec_file}" --device "${device}"
     steps_done
     register_system "Codec resynthesis of s (oracle, ${codec_tag})" oracle "${sep_decode}/{set}/${tokens_name}_resynthesis/speech.scp"
-    log "Stage 9, step 3: phonemes of the corrected transcripts (token list from ${train_set})"
+    log "Stage 9, step 3: phonemes of the corrected transcripts and of the test sets' oracle texts (token list from ${train_set})"
     steps_begin g2p
     for dset in "${all_sets[@]}"; do
         _text=${cor_decode}/${dset}/text_ct
         steps_add "${cor_decode}/${dset}/g2p" "text=$(files_sum "${_text}")" "${_text}" --text "${_text}"
     done
+    while read -r _rung _text _; do
+        for dset in "${test_set_list[@]}"; do
+            steps_add "${sep_decode}/${dset}/g2p_${_rung}" "text=$(files_sum "${sep_decode}/${dset}/${_text}")" \
+                "${sep_decode}/${dset}/${_text}" --text "${sep_decode}/${dset}/${_text}"
+        done
+    done < <(oracle_rungs)
     steps_run sepalm_espnet.bin.g2p
     steps_done
     "${python}" -m sepalm_espnet.bin.g2p --token_list_from "${cor_decode}/${train_set}/g2p/phonemes" --token_list_out "${token_list}"
@@ -402,30 +419,44 @@ if runs 10; then
 fi
 
 if runs 11; then
-    log "Stage 11: refined speech of every set into ${syn_decode}"
+    log "Stage 11: refined speech of every set into ${syn_decode}, of the test sets' oracle texts into ${syn_exp}/decode_oracle_*"
+    # One decoding per set and text: "<set> <phonemes> <t2s dir> <output dir>".
+    _decodings=()
+    for dset in "${all_sets[@]}"; do
+        _decodings+=("${dset} ${cor_decode}/${dset}/g2p/phonemes ${t2s_decode}/${dset} ${syn_decode}/${dset}")
+    done
+    while read -r _rung _; do
+        for dset in "${test_set_list[@]}"; do
+            _decodings+=("${dset} ${sep_decode}/${dset}/g2p_${_rung}/phonemes ${t2s_exp}/decode_oracle_${_rung}/${dset} ${syn_exp}/decode_oracle_${_rung}/${dset}")
+        done
+    done < <(oracle_rungs)
     if uses_semantic; then
-        log "Stage 11, step 1: semantic units of the corrected phonemes (${t2s_exp})"
+        log "Stage 11, step 1: semantic units of the phonemes (${t2s_exp})"
         steps_begin t2s
-        for dset in "${all_sets[@]}"; do
-            _phonemes=${cor_decode}/${dset}/g2p/phonemes
+        for _decoding in "${_decodings[@]}"; do
+            read -r dset _phonemes _t2s _out <<< "${_decoding}"
             signature="model=$(files_sum "${t2s_exp}/${t2s_inference_model}") inputs=$(files_sum "${_phonemes}")"
-            steps_add "${syn_decode}/${dset}/t2s" "${signature}" "${_phonemes}" --phonemes "${_phonemes}"
+            steps_add "${_t2s}" "${signature}" "${_phonemes}" --phonemes "${_phonemes}"
         done
         steps_run sepalm_espnet.bin.t2s_inference --train_config "${t2s_exp}/config.yaml" \
             --model_file "${t2s_exp}/${t2s_inference_model}" --device "${device}"
         steps_done
     fi
     steps_begin synthesize
-    for dset in "${all_sets[@]}"; do
-        _inputs=("${sep_decode}/${dset}/${tokens_name}/est_tokens.scp" "${cor_decode}/${dset}/g2p/phonemes")
-        ! uses_semantic || _inputs+=("${syn_decode}/${dset}/t2s/semantic")
+    for _decoding in "${_decodings[@]}"; do
+        read -r dset _phonemes _t2s _out <<< "${_decoding}"
+        _inputs=("${sep_decode}/${dset}/${tokens_name}/est_tokens.scp" "${_phonemes}")
+        ! uses_semantic || _inputs+=("${_t2s}/semantic")
         signature="model=$(files_sum "${syn_exp}/${syn_inference_model}") config=${syn_inference_config} inputs=$(files_sum "${_inputs[@]}")"
-        steps_add "${syn_decode}/${dset}" "${signature}" "${_inputs[0]}" --est_tokens "${_inputs[0]}" \
+        steps_add "${_out}" "${signature}" "${_inputs[0]}" --est_tokens "${_inputs[0]}" \
             --phonemes "${_inputs[1]}" ${_inputs[2]:+--semantic "${_inputs[2]}"} --wav_scp "${sep_decode}/${dset}/wav.scp"
     done
     steps_run sepalm_espnet.bin.syn_inference --train_config "${syn_exp}/config.yaml" \
         --model_file "${syn_exp}/${syn_inference_model}" --codec "${codec_file}" --device "${device}" ${syn_inference_config:+--config "${syn_inference_config}"}
     steps_done
+    while read -r _rung _ _title; do
+        register_system "Synthesizer from ${_title} (oracle, ${syn_tag})" oracle "${syn_exp}/decode_oracle_${_rung}/{set}/speech.scp"
+    done < <(oracle_rungs)
     register_system "SepALM without aligner (${cor_tag}/${cor_inference_tag}, ${syn_tag})" no_aligner "${syn_decode}/{set}/speech.scp"
 fi
 
