@@ -11,6 +11,7 @@ setup(
     install_requires=["torch", "numpy", "soundfile", "kaldiio", "PyYAML", "espnet"],
     entry_points={
         "console_scripts": [
+            "sepalm-evaluate=sepalm_espnet.bin.sepalm_evaluate:main",
             "sepalm-separate=sepalm_espnet.bin.sepalm_separate:main",
             "sepalm-validate-data-dir=sepalm_espnet.bin.validate_data_dir:main",
         ]

@@ -14,7 +14,8 @@ import (at module or function level) closes a cycle (test/test_imports.py checks
               corrector/cascade.py, synthesizer/resynthesize.py, synthesizer/t2s.py,
               aligner/inference.py; they load through tasks/ (from files) or zoo (archives)
     pipeline  pipeline.py: SeparatorModel and SepALM, the whole system; scoring.py: stage 14's
-              driver, which scores recipe outputs and times packed systems
+              driver, which scores recipe outputs and times packed systems; evaluate.py:
+              a packed system scored on data dirs without training (sepalm-evaluate)
     api       inference.py: the public names (`from sepalm_espnet.inference import SepALM`)
     bin       bin/: command-line entry points
 
@@ -47,7 +48,7 @@ LAYERS = (
         "sepalm_espnet.synthesizer.resynthesize",
         "sepalm_espnet.synthesizer.t2s",
     )),
-    ("pipeline", ("sepalm_espnet.pipeline", "sepalm_espnet.scoring")),
+    ("pipeline", ("sepalm_espnet.pipeline", "sepalm_espnet.scoring", "sepalm_espnet.evaluate")),
     ("api", ("sepalm_espnet.inference",)),
     ("bin", ("sepalm_espnet.bin",)),
 )

@@ -20,7 +20,7 @@ import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import librosa
 import numpy as np
@@ -31,11 +31,11 @@ from espnet2.enh.espnet_model import ESPnetEnhancementModel
 
 from sepalm_espnet import zoo
 from sepalm_espnet.aligner.inference import AlignerInference
-from sepalm_espnet.corrector.generate import CorrectorGenerator, DecodeOptions
+from sepalm_espnet.corrector.generate import PARSED, CorrectorGenerator, DecodeOptions
 from sepalm_espnet.corrector.units import build_feature_extractor, load_kmeans, units_from_features
-from sepalm_espnet.data.audio import AudioError, read_audio
+from sepalm_espnet.data.audio import AudioError, read_audio, write_audio
 from sepalm_espnet.data.format import load_scp_audio
-from sepalm_espnet.data.kaldi_dir import PathLike, read_kv
+from sepalm_espnet.data.kaldi_dir import PathLike, read_kv, write_kv
 from sepalm_espnet.metrics.rtf import RtfMeter
 from sepalm_espnet.separator.long_audio import LongAudioSeparator, SegmentOptions
 from sepalm_espnet.separator.registry import build_enh_model, enh_model_separate_fn, min_input_samples
@@ -364,6 +364,38 @@ def _load_text_to_semantic(root: Path, device: str) -> Tuple[Any, Any]:
         raise zoo.ArchiveError(f"{root}: no '{component.name}' component, needed when {component.needed_if}")
     model_file = zoo.loadable_files(root, component.name)[zoo.MODEL_ROLE]
     return load_text_to_semantic(zoo.load_component_config(root, component.name), model_file, device)
+
+
+def write_speakers(outdir: Path, name: str, speakers: List[SeparatedSpeaker], fs: int) -> List[Path]:
+    """<outdir>/<name>_spk<n>.wav (float, the input's rate and length)."""
+    paths = []
+    for n, speaker in enumerate(speakers, start=1):
+        path = outdir / f"{name}_spk{n}.wav"
+        write_audio(path, speaker.waveform, fs, subtype="FLOAT")
+        paths.append(path)
+    return paths
+
+
+def overall_status(segment_statuses: List[str]) -> str:
+    """One estimate's corrector status: its first segment that fell back, else parsed."""
+    return next((status for status in segment_statuses if status != PARSED), PARSED)
+
+
+def separate_entries(model: SepALM, entries: Mapping[str, str], where: PathLike, outdir: PathLike) -> None:
+    """`key audio` entries -> <outdir>/wavs/<key>_spk<n>.wav, and once every key is done
+    spk<n>.scp, text_pt_spk<n>, text_ct_spk<n> and status_spk<n> (the corrector's, per estimate)."""
+    outdir = Path(outdir)
+    tables: Dict[str, Dict[int, Dict[str, str]]] = {name: {} for name in ("spk", "text_pt_spk", "text_ct_spk", "status_spk")}
+    for key, value in entries.items():
+        samples, fs = load_scp_audio(value, f"{where} (key {key})")
+        speakers = model.separate(samples, fs)
+        for n, (path, speaker) in enumerate(zip(write_speakers(outdir / "wavs", key, speakers, fs), speakers), start=1):
+            for name, cell in (("spk", str(path)), ("text_pt_spk", speaker.preliminary),
+                               ("text_ct_spk", speaker.corrected), ("status_spk", overall_status(speaker.status))):
+                tables[name].setdefault(n, {})[key] = cell
+    for name, per_speaker in tables.items():
+        for n, cells in per_speaker.items():
+            write_kv(outdir / (f"spk{n}.scp" if name == "spk" else f"{name}{n}"), cells)
 
 
 def measure_rtf(model: SepALM, wav_scp: PathLike, utterances: int = 4, seconds: float = 5.0) -> RtfMeter:

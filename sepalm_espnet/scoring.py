@@ -79,7 +79,7 @@ from sepalm_espnet.metrics.speaker import SPEAKER_ENCODERS, build_speaker_encode
 from sepalm_espnet.metrics.systems import PIPELINE_MODES, SET_FIELD, TRANSCRIPT_MODE, System, read_systems
 from sepalm_espnet.metrics.wer import WER_SUMMARY_FILE, corpus_wer
 from sepalm_espnet.pipeline import MODES, SepALM, measure_rtf
-from sepalm_espnet.zoo import META_NAME
+from sepalm_espnet.zoo import META_NAME, read_meta, resolve_pretrained, supported_modes
 
 logger = logging.getLogger(__name__)
 
@@ -641,7 +641,10 @@ def load_rtf_system(archive: PathLike, device: str = "cpu", corrector_config: Op
     `zero_shot`, unless None, overrides the config's."""
     config_zero_shot, options = corrector_decode_options(corrector_config)
     zero_shot = config_zero_shot if zero_shot is None else zero_shot
-    return SepALM.from_pretrained(archive, device=device, zero_shot=zero_shot, corrector_options=DecodeOptions(**options))
+    root = resolve_pretrained(archive)
+    richest = supported_modes(read_meta(root)["components"])[0]  # a separator-only archive times that mode
+    return SepALM.from_pretrained(root, device=device, mode=richest, zero_shot=zero_shot,
+                                  corrector_options=DecodeOptions(**options))
 
 
 def measure_mode(model: SepALM, mode: str, wav_scp: PathLike, utterances: int, seconds: float) -> rtf.RtfMeter:

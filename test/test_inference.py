@@ -7,22 +7,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
 from sepalm_espnet import zoo
 from sepalm_espnet.inference import SepALM, SeparatedSpeaker, SeparatorModel
 from sepalm_espnet.separator.long_audio import LongAudioSeparator, SegmentOptions
-from sepalm_espnet.separator.registry import EnhancementTask, enh_model_separate_fn, min_input_samples
+from sepalm_espnet.separator.registry import enh_model_separate_fn, min_input_samples
 
-REPO_CONFIG = "egs2/TEMPLATE/sepalm1/conf/tuning/train_sep_sepformer_mini.yaml"
 FS = 16000
 CHECKPOINT = "valid.si_snr_loss.ave.pth"
-# Even smaller than the mini config: 16 filters, d_model 16, 2 heads, chunks of 10 frames.
-SHRINK = [
-    "--encoder_conf", "channel=16", "--decoder_conf", "channel=16",
-    "--separator_conf", "d_model=16", "--separator_conf", "nhead=2",
-    "--separator_conf", "dim_feedforward=32", "--separator_conf", "chunk_size=10",
-]
 
 
 class Payload:
@@ -30,27 +22,13 @@ class Payload:
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
-    """An ESPnet experiment dir as the trainer leaves it: config.yaml (all args) + a state dict."""
-    exp = tmp_path_factory.mktemp("exp_sep")
-    args = EnhancementTask.get_parser().parse_args([
-        "--config", REPO_CONFIG, *SHRINK, "--sample_rate", str(FS), "--output_dir", str(exp),
-        "--train_data_path_and_name_and_type", f"{exp}/train/wav.scp,speech_mix,sound",
-        "--train_shape_file", f"{exp}/stats/speech_mix_shape",
-    ])
-    with open(exp / "config.yaml", "w", encoding="utf-8") as f:
-        yaml_no_alias_safe_dump(vars(args), f, indent=4, sort_keys=False)
-    torch.manual_seed(0)
-    model = EnhancementTask.build_model(args).eval()
-    torch.save(model.state_dict(), exp / CHECKPOINT)
-    return exp, model
+def experiment(separator_experiment):
+    return separator_experiment
 
 
 @pytest.fixture(scope="module")
-def archive(experiment, tmp_path_factory):
-    exp, _ = experiment
-    components = {"separator": {"config": exp / "config.yaml", "model": exp / CHECKPOINT}}
-    return zoo.pack(tmp_path_factory.mktemp("packed") / "sep.zip", components)
+def archive(separator_archive):
+    return separator_archive
 
 
 @pytest.fixture(scope="module")

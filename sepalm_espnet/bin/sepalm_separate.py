@@ -3,7 +3,8 @@
     sepalm-separate mix.wav [more.wav ...] --model sepalm.zip --outdir out/
         -> out/mix_spk1.wav, out/mix_spk2.wav (input rate and length), out/mix.json (transcripts)
     sepalm-separate --wav_scp wav.scp [--key_file keys.1.scp] --model sepalm.zip --outdir out/
-        -> out/wavs/<key>_spk<n>.wav, out/spk<n>.scp, out/text_pt_spk<n>, out/text_ct_spk<n>
+        -> out/wavs/<key>_spk<n>.wav, out/spk<n>.scp, out/text_pt_spk<n>, out/text_ct_spk<n>,
+           out/status_spk<n> (the corrector's: parsed or its fallback)
 Both write out/rtf.json (real-time factor per component). --mode picks a paper Table 3 row.
 """
 import argparse
@@ -12,19 +13,9 @@ import logging
 import sys
 from pathlib import Path
 
-from sepalm_espnet.data.audio import AudioError, read_audio, write_audio
-from sepalm_espnet.data.format import load_scp_audio
-from sepalm_espnet.data.kaldi_dir import DataDirError, atomic_path, read_key_file, select_entries, write_kv
-from sepalm_espnet.pipeline import MODES, SepALM
-
-
-def write_outputs(outdir: Path, name: str, speakers, fs: int) -> list:
-    paths = []
-    for n, speaker in enumerate(speakers, start=1):
-        path = outdir / f"{name}_spk{n}.wav"
-        write_audio(path, speaker.waveform, fs, subtype="FLOAT")
-        paths.append(path)
-    return paths
+from sepalm_espnet.data.audio import AudioError, read_audio
+from sepalm_espnet.data.kaldi_dir import DataDirError, atomic_path, read_key_file, select_entries
+from sepalm_espnet.pipeline import MODES, SepALM, separate_entries, write_speakers
 
 
 def main(argv=None):
@@ -51,11 +42,11 @@ def main(argv=None):
         entries = select_entries(args.wav_scp, read_key_file(args.key_file)) if args.wav_scp else {}
         model = SepALM.from_pretrained(args.model, device=args.device, mode=args.mode, zero_shot=args.zero_shot)
         if args.wav_scp:
-            separate_scp(model, args.wav_scp, entries, outdir)
+            separate_entries(model, entries, args.wav_scp, outdir)
         for path in map(Path, args.inputs):
             samples, fs = read_audio(path)
             speakers = model.separate(samples, fs)
-            files = write_outputs(outdir, path.stem, speakers, fs)
+            files = write_speakers(outdir, path.stem, speakers, fs)
             report = [dict(file=str(f), preliminary=s.preliminary, corrected=s.corrected, status=s.status)
                       for f, s in zip(files, speakers)]
             with atomic_path(outdir / f"{path.stem}.json") as tmp:
@@ -63,22 +54,6 @@ def main(argv=None):
         model.rtf.write(outdir / "rtf.json")
     except (AudioError, DataDirError, FileNotFoundError, ValueError) as exc:
         sys.exit(f"sepalm-separate: {exc}")
-
-
-def separate_scp(model: SepALM, wav_scp: str, entries: dict, outdir: Path) -> None:
-    """Batch mode; per-speaker scps and transcripts are written once every key is done."""
-    outputs, texts_pt, texts_ct = {}, {}, {}
-    for key, value in entries.items():
-        samples, fs = load_scp_audio(value, f"{wav_scp} (key {key})")
-        speakers = model.separate(samples, fs)
-        for n, path in enumerate(write_outputs(outdir / "wavs", key, speakers, fs), start=1):
-            outputs.setdefault(n, {})[key] = str(path)
-            texts_pt.setdefault(n, {})[key] = speakers[n - 1].preliminary
-            texts_ct.setdefault(n, {})[key] = speakers[n - 1].corrected
-    for n in outputs:
-        write_kv(outdir / f"spk{n}.scp", outputs[n])
-        write_kv(outdir / f"text_pt_spk{n}", texts_pt[n])
-        write_kv(outdir / f"text_ct_spk{n}", texts_ct[n])
 
 
 if __name__ == "__main__":

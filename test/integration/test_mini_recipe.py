@@ -221,6 +221,30 @@ def test_cli_on_a_stereo_8k_file_and_in_scp_batch_mode(recipe, tmp_path):
     assert read_text(tmp_path / "batch/text_ct_spk1").keys() == read_kv(tmp_path / "batch/spk1.scp").keys()
 
 
+def results_table(path):
+    lines = path.read_text().splitlines()
+    header = [c.strip() for c in next(line for line in lines if line.startswith("| system")).strip("|").split("|")]
+    return header, {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+                    for line in lines if line.startswith("| ") and not line.startswith("| system")}
+
+
+def test_a_packed_model_is_scored_on_the_test_sets_without_training(recipe, recipe_tools):
+    proc = recipe_tools[1](recipe, ["--stage", "1", "--stop_stage", "14", *TINY, "--pretrained_model", f"exp/{ARCHIVE}"])
+    assert "Stage 3:" not in proc.stderr and "Stage 13:" not in proc.stderr
+    header, rows = results_table(recipe / "exp/pretrained_sepalm_train_sep_sepformer_mini/RESULTS.md")
+    name = "sepalm_train_sep_sepformer_mini.zip"
+    assert {f"separator only ({name})", f"without aligner ({name})", f"SepALM ({name})",
+            f"corrector corrected, sepalm ({name})"} <= set(rows)
+    for row in rows.values():
+        assert row[header.index("N")] == "2"
+    recipe_header, recipe_rows = results_table(recipe / "exp/RESULTS.md")
+    (separator,) = [row for system, row in recipe_rows.items() if system.startswith("SepFormer")]
+    # The archive's separator on the same dumped test set: stage 4's figures.
+    for column in ("SI-SNRi (dB)", "SDRi (dB)"):
+        assert rows[f"separator only ({name})"][header.index(column)] == separator[recipe_header.index(column)], column
+    assert float(rows[f"SepALM ({name})"][header.index("RTF")]) > 0
+
+
 def test_rerun_skips_finished_stages(recipe, recipe_tools):
     proc = recipe_tools[1](recipe, ["--stage", "1", "--stop_stage", "14", *TINY])
     for line in ("data is up to date, skipped", "dump/raw/train is up to date, skipped",

@@ -9,6 +9,7 @@ set -euo pipefail
 stage=1                # first stage to run
 stop_stage=15          # last stage to run (16 uploads and is skipped unless --skip_upload_hf false)
 skip_stages=""         # stages not to run, e.g. "5 6 7"
+pretrained_model=      # a packed archive: stage 14 scores it on --test_sets, stages 3-13 and 15-16 are skipped
 nj=4                   # parallel jobs of CPU stages
 inference_nj=4         # parallel jobs of inference stages
 train_num_threads=1    # threads of each training job (OMP_NUM_THREADS; Slurm --cpus-per-task)
@@ -127,6 +128,8 @@ case "${sim_backend}" in resemblyzer | wavlm) ;; *) fail "--sim_backend ${sim_ba
 for _config in "${sep_inference_config}" "${cor_inference_config}" "${syn_inference_config}" "${codec_config}" "${t2s_config}"; do
     [ -z "${_config}" ] || [ -f "${_config}" ] || fail "${_config}: config file not found"
 done
+[ -z "${pretrained_model}" ] || [ -e "${pretrained_model}" ] || fail "--pretrained_model ${pretrained_model}: not found"
+[ -z "${pretrained_model}" ] || skip_stages+=" 3 4 5 6 7 8 9 10 11 12 13 15 16"
 for _dir in "${dumpdir}" "${expdir}"; do
     [[ ${_dir} =~ ^[A-Za-z0-9_./-]+$ ]] || fail "'${_dir}': use a directory path without spaces or special characters"
 done
@@ -497,7 +500,15 @@ if [ -e "${ali_exp}/${ali_inference_model}" ]; then
     ! uses_semantic || packed_components+=(--component "t2s:config=${t2s_exp}/config.yaml,model=${t2s_exp}/${t2s_inference_model}")
 fi
 
-if runs 14; then
+if runs 14 && [ -n "${pretrained_model}" ]; then
+    _outdir=${expdir}/pretrained_$(basename "${pretrained_model}" .zip)
+    log "Stage 14: score ${pretrained_model} (nothing trained) on ${test_sets} into ${_outdir}/RESULTS.md"
+    ${decode_cmd} --gpu "${ngpu}" "${_outdir}.log" "${python}" -m sepalm_espnet.bin.sepalm_evaluate \
+        --model "${pretrained_model}" --data_dirs "${test_set_list[@]/#/${dumpdir}/raw/}" --outdir "${_outdir}" \
+        --asr_backend "${asr_backend}" --asr_model "${asr_model}" --sim_backend "${sim_backend}" \
+        ${sim_model:+--sim_model "${sim_model}"} --device "${device}"
+    cat "${_outdir}/RESULTS.md" >&2
+elif runs 14; then
     log "Stage 14: score every system of ${expdir}/systems.tsv on ${test_sets}"
     _rtf=()
     if [ -e "${ali_exp}/${ali_inference_model}" ] && [ -z "${cor_cascade_lm}" ]; then
