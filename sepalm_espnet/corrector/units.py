@@ -13,7 +13,8 @@ runs of one unit merged (`<sosp><12><45><7><eosp>` in its prompt). Here:
 
 To use SpeechGPT's own k-means (`mhubert_base_vp_en_es_fr_it3_L11_km1000.bin`), convert it
 once with `import_sklearn_kmeans` and pair it with the same mHuBERT converted to transformers
-format: SpeechGPT-7B-cm only understands units of that exact k-means.
+format (`fairseq_hubert.convert_fairseq_hubert`): SpeechGPT-7B-cm only understands units of
+that exact k-means (egs2/libri2mix_wham/sepalm1/run.sh gives both commands).
 """
 from __future__ import annotations
 

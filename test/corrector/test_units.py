@@ -160,7 +160,10 @@ def test_save_load_round_trip_is_pickle_free(tmp_path):
 def test_sklearn_model_import(tmp_path):
     reference = MiniBatchKMeans(n_clusters=4, random_state=0, n_init=1).fit(blobs())
     joblib.dump(reference, tmp_path / "km.bin")
-    np.testing.assert_array_equal(import_sklearn_kmeans(tmp_path / "km.bin").centers, reference.cluster_centers_)
+    imported = import_sklearn_kmeans(tmp_path / "km.bin")
+    np.testing.assert_array_equal(imported.centers, reference.cluster_centers_)
+    features = blobs(seed=3)  # frames the k-means never saw: our unit ids are SpeechGPT's predict()
+    np.testing.assert_array_equal(imported(features), reference.predict(features))
 
 
 def test_units_merge_runs_and_format_as_speechgpt_prompt():

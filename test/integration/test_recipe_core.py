@@ -44,6 +44,9 @@ def test_an_edited_reference_list_redoes_stage_2_and_keeps_the_old_dump(recipe, 
     (["-stop_stage", "5"], "-stop_stage"),
     (["--dumpdir", "my dump"], "'my dump': use a directory path without spaces"),
     (["--sep_inference_config", "conf/missing.yaml"], "conf/missing.yaml: config file not found"),
+    (["--pretrained_model", "exp/missing.zip"], "--pretrained_model exp/missing.zip: not found"),
+    (["--unit_kmeans", "conf"], "--unit_kmeans conf: no kmeans.yaml"),
+    (["--cor_base_tokenizer", "fnlp/SpeechGPT-7B-cm"], "SpeechGPT understands only the units of its own"),
 ])
 def test_bad_options_fail_before_anything_is_touched(recipe, recipe_tools, args, message):
     before = sorted(p.name for p in (recipe / "dump/raw").iterdir())

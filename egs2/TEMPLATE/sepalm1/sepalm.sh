@@ -44,6 +44,7 @@ unit_hubert=                    # hubert: transformers HubertModel dir or hub id
 unit_layer=11                   # hubert: transformer layer the units are clustered from
 unit_clusters=1000              # k-means clusters (paper: 1000)
 unit_kmeans=                    # a fitted k-means dir (bin/fit_kmeans.py) instead of fitting on the train set
+unit_kmeans_refit=false         # true: fit a new k-means although the corrector is SpeechGPT (which knows only its own units)
 
 # Corrector (stages 7, 8)
 cor_config=conf/train_cor.yaml  # corrector training config (model: audio_lm)
@@ -129,6 +130,10 @@ for _config in "${sep_inference_config}" "${cor_inference_config}" "${syn_infere
     [ -z "${_config}" ] || [ -f "${_config}" ] || fail "${_config}: config file not found"
 done
 [ -z "${pretrained_model}" ] || [ -e "${pretrained_model}" ] || fail "--pretrained_model ${pretrained_model}: not found"
+[ -z "${unit_kmeans}" ] || [ -f "${unit_kmeans}/kmeans.yaml" ] || fail "--unit_kmeans ${unit_kmeans}: no kmeans.yaml (bin/fit_kmeans.py makes one)"
+if [ -z "${unit_kmeans}" ] && [[ ${cor_base_tokenizer,,} == *speechgpt* ]] && [ "${unit_kmeans_refit}" != true ]; then
+    fail "--cor_base_tokenizer ${cor_base_tokenizer}: SpeechGPT understands only the units of its own mHuBERT k-means; give it as --unit_kmeans (egs2/libri2mix_wham/sepalm1/run.sh says how to convert it) or fit a new one with --unit_kmeans_refit true"
+fi
 [ -z "${pretrained_model}" ] || skip_stages+=" 3 4 5 6 7 8 9 10 11 12 13 15 16"
 for _dir in "${dumpdir}" "${expdir}"; do
     [[ ${_dir} =~ ^[A-Za-z0-9_./-]+$ ]] || fail "'${_dir}': use a directory path without spaces or special characters"

@@ -2,9 +2,19 @@
 # The paper's corpora (§4.1, §4.4): trained on Libri2Mix + WHAM! + WHAMR!, tested on each and
 # on WSJ0-2mix with MUSAN / DEMAND noise. Corpus roots are set in db.sh. Pretrained models
 # come from the Hugging Face hub or local copies: Whisper-tiny (teacher and WER transcriber),
-# a transformers HuBERT for the units (layer 11, 1000 clusters fitted on train; or SpeechGPT's
-# k-means converted with bin/fit_kmeans.py --sklearn_model and given as --unit_kmeans),
 # SpeechGPT-7B-cm (corrector, LoRA) and DAC 16 kHz (codec).
+#
+# Units (§3.3): SpeechGPT understands only its own extractor's units, mHuBERT
+# mhubert_base_vp_en_es_fr_it3 layer 11 quantised by its 1000-cluster k-means. Convert both
+# once (the only steps that unpickle: trusted files only), from the files SpeechGPT's
+# speech2unit uses (mhubert_base_vp_en_es_fr_it3.pt, mhubert_base_vp_en_es_fr_it3_L11_km1000.bin):
+#   python -m sepalm_espnet.bin.convert_fairseq_hubert --checkpoint mhubert_base_vp_en_es_fr_it3.pt \
+#       --output_dir downloads/mhubert_base_vp_en_es_fr_it3
+#   python -m sepalm_espnet.bin.fit_kmeans --feature_type hubert --layer 11 \
+#       --hubert_dir downloads/mhubert_base_vp_en_es_fr_it3 \
+#       --sklearn_model mhubert_base_vp_en_es_fr_it3_L11_km1000.bin --output_dir downloads/mhubert_L11_km1000
+# A corrector other than SpeechGPT may fit its own k-means instead: --unit_kmeans "" (with
+# --unit_kmeans_refit true while --cor_base_tokenizer is SpeechGPT's).
 set -euo pipefail
 
 ./sepalm.sh \
@@ -18,9 +28,10 @@ set -euo pipefail
     --asr_backend whisper \
     --asr_model tiny \
     --unit_feature hubert \
-    --unit_hubert utter-project/mHuBERT-147 \
+    --unit_hubert downloads/mhubert_base_vp_en_es_fr_it3 \
     --unit_layer 11 \
     --unit_clusters 1000 \
+    --unit_kmeans downloads/mhubert_L11_km1000 \
     --cor_base_tokenizer fnlp/SpeechGPT-7B-cm \
     --codec 16khz \
     "$@"
