@@ -38,7 +38,12 @@ from sepalm_espnet.data.format import load_scp_audio
 from sepalm_espnet.data.kaldi_dir import PathLike, read_kv, write_kv
 from sepalm_espnet.metrics.rtf import RtfMeter
 from sepalm_espnet.separator.long_audio import LongAudioSeparator, SegmentOptions
-from sepalm_espnet.separator.registry import build_enh_model, enh_model_separate_fn, min_input_samples
+from sepalm_espnet.separator.registry import (
+    DEFAULT_CHECKPOINT,
+    build_enh_model,
+    enh_model_separate_fn,
+    min_input_samples,
+)
 from sepalm_espnet.synthesizer.codec import DacCodec
 from sepalm_espnet.synthesizer.g2p import WORD_BOUNDARY, G2p
 from sepalm_espnet.synthesizer.resynthesize import Resynthesizer, SynthesisOptions
@@ -49,8 +54,6 @@ logger = logging.getLogger(__name__)
 MODES = zoo.MODES
 UNITS_FS = 16000  # HuBERT and the log-mel extractor both take 16 kHz speech
 AudioInput = Union[str, Path, np.ndarray, torch.Tensor]
-# What ESPnet's trainer calls the average of the best checkpoints under our separator criterion.
-DEFAULT_CHECKPOINT = "valid.si_snr_loss.ave.pth"
 G2P_LANGUAGE = inspect.signature(G2p).parameters["language"].default  # defined once, by G2p
 
 

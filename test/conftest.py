@@ -1,4 +1,6 @@
 """Fixtures shared by the test folders (pytest reads this conftest for every test below it)."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -76,3 +78,104 @@ def separator_archive(separator_experiment, tmp_path_factory):
     exp, _ = separator_experiment
     components = {"separator": {"config": exp / "config.yaml", "model": exp / SEPARATOR_CHECKPOINT}}
     return zoo.pack(tmp_path_factory.mktemp("packed") / "sep.zip", components)
+
+
+# SpeechBrain's SepFormer as its hub inference files describe it (speechbrain/sepformer-whamr16k).
+SPEECHBRAIN_HPARAMS = """\
+sample_rate: {sample_rate}
+num_spks: {spks}
+
+Encoder: !new:speechbrain.lobes.models.dual_path.Encoder
+    kernel_size: {kernel}
+    out_channels: {channels}
+
+SBtfintra: !new:speechbrain.lobes.models.dual_path.SBTransformerBlock
+    num_layers: {layers}
+    d_model: {d_model}
+    nhead: {nhead}
+    d_ffn: {d_ffn}
+    dropout: 0
+    use_positional_encoding: true
+    norm_before: true
+
+SBtfinter: !new:speechbrain.lobes.models.dual_path.SBTransformerBlock
+    num_layers: {layers}
+    d_model: {d_model}
+    nhead: {nhead}
+    d_ffn: {d_ffn}
+    dropout: 0
+    use_positional_encoding: true
+    norm_before: true
+
+MaskNet: !new:speechbrain.lobes.models.dual_path.Dual_Path_Model
+    num_spks: !ref <num_spks>
+    in_channels: {channels}
+    out_channels: {d_model}
+    num_layers: {blocks}
+    K: {K}
+    intra_model: !ref <SBtfintra>
+    inter_model: !ref <SBtfinter>
+    norm: ln
+    linear_layer_after_inter_intra: false
+    skip_around_intra: true
+
+Decoder: !new:speechbrain.lobes.models.dual_path.Decoder
+    in_channels: {channels}
+    out_channels: 1
+    kernel_size: {kernel}
+    stride: {stride}
+    bias: false
+
+modules:
+    encoder: !ref <Encoder>
+    decoder: !ref <Decoder>
+    masknet: !ref <MaskNet>
+
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        encoder: !ref <Encoder>
+        masknet: !ref <MaskNet>
+        decoder: !ref <Decoder>
+"""
+
+
+def speechbrain_modules(channels, kernel, d_model, nhead, d_ffn, layers, blocks, K, spks, seed=0):
+    """SpeechBrain's SepFormer, its weights (norms and biases too) away from their initial values."""
+    from speechbrain.lobes.models import dual_path
+
+    torch.manual_seed(seed)
+
+    def block():
+        return dual_path.SBTransformerBlock(layers, d_model, nhead, d_ffn=d_ffn, dropout=0,
+                                            use_positional_encoding=True, norm_before=True)
+
+    modules = {
+        "encoder": dual_path.Encoder(kernel_size=kernel, out_channels=channels),
+        "masknet": dual_path.Dual_Path_Model(channels, d_model, block(), block(), num_layers=blocks, K=K,
+                                             num_spks=spks, linear_layer_after_inter_intra=False),
+        "decoder": dual_path.Decoder(in_channels=channels, out_channels=1, kernel_size=kernel,
+                                     stride=kernel // 2, bias=False),
+    }
+    with torch.no_grad():
+        for module in modules.values():
+            for param in module.parameters():
+                param.add_(0.05 * torch.randn_like(param))
+    return modules
+
+
+@pytest.fixture(scope="session")
+def speechbrain_sepformer():
+    """make(directory, sizes, sample_rate=16000, edit=None): SpeechBrain's own SepFormer (random
+    weights) saved in its hub layout, hyperparams.yaml passed through `edit`; returns the modules."""
+
+    def make(directory, sizes, sample_rate=16000, edit=None, seed=0):
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        modules = speechbrain_modules(**sizes, seed=seed)
+        for name, module in modules.items():
+            torch.save(module.state_dict(), directory / f"{name}.ckpt")
+        text = SPEECHBRAIN_HPARAMS.format(sample_rate=sample_rate, stride=sizes["kernel"] // 2, **sizes)
+        (directory / "hyperparams.yaml").write_text(edit(text) if edit else text)
+        return modules
+
+    return make

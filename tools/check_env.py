@@ -7,6 +7,7 @@ MODULES = [
     "espnet2.tasks.enh", "espnet_model_zoo", "whisper", "faster_whisper", "dac",
     "transformers", "peft", "phonemizer", "pesq", "pystoi", "fast_bss_eval", "jiwer",
     "sklearn", "pyroomacoustics", "safetensors", "torchaudio", "torch_stoi", "resemblyzer", "webrtcvad",
+    "speechbrain.lobes.models.dual_path",
 ]
 
 

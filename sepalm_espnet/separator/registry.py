@@ -20,6 +20,8 @@ from sepalm_espnet.separator.sepformer import SepFormerSeparator
 from sepalm_espnet.tasks.loading import build_trained_model
 
 SEPARATORS = {"sepformer": SepFormerSeparator}
+# What ESPnet's trainer calls the average of the best checkpoints under our separator criterion.
+DEFAULT_CHECKPOINT = "valid.si_snr_loss.ave.pth"
 separator_choices.classes.update(SEPARATORS)
 
 

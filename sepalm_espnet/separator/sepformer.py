@@ -29,21 +29,32 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device, dtype: tor
 
 
 class PositionalTransformer(nn.Module):
-    """Pre-LN transformer encoder with sinusoidal positions added at its input."""
+    """Pre-LN transformer encoder with sinusoidal positions added at its input (SpeechBrain's
+    SBTransformerBlock with use_positional_encoding and norm_before, LayerNorm eps 1e-6)."""
 
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, num_layers: int, dropout: float):
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int,
+        num_layers: int,
+        dropout: float,
+        activation: str = "relu",
+        layer_norm_eps: float = 1e-6,
+    ):
         super().__init__()
         layer = nn.TransformerEncoderLayer(
             d_model,
             nhead,
             dim_feedforward=dim_feedforward,
             dropout=dropout,
-            activation="relu",
+            activation=activation,
+            layer_norm_eps=layer_norm_eps,
             batch_first=True,
             norm_first=True,
         )
         self.layers = nn.TransformerEncoder(
-            layer, num_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False
+            layer, num_layers, norm=nn.LayerNorm(d_model, eps=layer_norm_eps), enable_nested_tensor=False
         )
 
     def forward(self, sequence: torch.Tensor) -> torch.Tensor:
@@ -57,10 +68,10 @@ class PositionalTransformer(nn.Module):
 class DualPathBlock(nn.Module):
     """Intra-chunk then inter-chunk transformer, each normalized and added residually."""
 
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, num_layers: int, dropout: float):
+    def __init__(self, d_model: int, **transformer_options):
         super().__init__()
-        self.intra = PositionalTransformer(d_model, nhead, dim_feedforward, num_layers, dropout)
-        self.inter = PositionalTransformer(d_model, nhead, dim_feedforward, num_layers, dropout)
+        self.intra = PositionalTransformer(d_model, **transformer_options)
+        self.inter = PositionalTransformer(d_model, **transformer_options)
         self.intra_norm = nn.GroupNorm(1, d_model, eps=1e-8)
         self.inter_norm = nn.GroupNorm(1, d_model, eps=1e-8)
 
@@ -78,7 +89,12 @@ class DualPathBlock(nn.Module):
 
 
 class SepFormerSeparator(AbsSeparator):
-    """Dual-path transformer masking network; paper size: 2 blocks x (8 + 8) layers, 26M."""
+    """Dual-path transformer masking network; paper size: 2 blocks x (8 + 8) layers, 26M.
+
+    The same computation as SpeechBrain's Dual_Path_Model (norm "ln", skip_around_intra, no
+    linear layer after intra/inter, no global positions), so its published checkpoints import
+    (separator/speechbrain_import.py) and give the same outputs.
+    """
 
     def __init__(
         self,
@@ -91,6 +107,8 @@ class SepFormerSeparator(AbsSeparator):
         num_blocks: int = 2,
         chunk_size: int = 250,
         dropout: float = 0.0,
+        activation: str = "relu",
+        layer_norm_eps: float = 1e-6,
     ):
         super().__init__()
         if num_spk < 1:
@@ -102,7 +120,15 @@ class SepFormerSeparator(AbsSeparator):
         self.input_norm = nn.GroupNorm(1, input_dim, eps=1e-8)
         self.input_projection = nn.Conv1d(input_dim, d_model, 1, bias=False)
         self.blocks = nn.ModuleList(
-            DualPathBlock(d_model, nhead, dim_feedforward, num_layers, dropout)
+            DualPathBlock(
+                d_model,
+                nhead=nhead,
+                dim_feedforward=dim_feedforward,
+                num_layers=num_layers,
+                dropout=dropout,
+                activation=activation,
+                layer_norm_eps=layer_norm_eps,
+            )
             for _ in range(num_blocks)
         )
         self.speaker_split = nn.Sequential(nn.PReLU(), nn.Conv2d(d_model, d_model * num_spk, 1))
@@ -139,11 +165,14 @@ class SepFormerSeparator(AbsSeparator):
     def split_chunks(self, sequence: torch.Tensor) -> torch.Tensor:
         """(B, D, frames) -> (B, D, chunk_size, num_chunks), hop chunk_size / 2.
 
-        Half a chunk of zeros on both sides makes every frame covered by exactly two chunks.
+        Half a chunk of zeros on both sides makes every frame covered by exactly two chunks. The
+        right end is padded as SpeechBrain pads it (1 to chunk_size more frames, to a whole number
+        of chunks): the inter-chunk attention and the norms see every padded chunk, so the
+        amount of padding is part of the model.
         """
         hop = self.chunk_size // 2
         frames = sequence.size(-1)
-        tail = (hop - frames % hop) % hop
+        tail = self.chunk_size - (hop + frames % self.chunk_size) % self.chunk_size
         padded = nn.functional.pad(sequence, (hop, hop + tail))
         return padded.unfold(-1, self.chunk_size, hop).transpose(2, 3)
 

@@ -3,9 +3,12 @@ signs a stage, bad options fail before anything is touched, and nothing finished
 import pytest
 
 from sepalm_espnet.data.kaldi_dir import read_kv, write_kv
+from sepalm_espnet.tasks.loading import read_state_dict
 
 pytestmark = pytest.mark.integration
 DATA = ["--local_data_opts", "--n_train 2 --n_dev 1 --n_test 1", "--valid_set", "dev", "--test_sets", "test"]
+# conf/tuning/train_sep_sepformer_mini.yaml in SpeechBrain's terms
+MINI_SEPFORMER = dict(channels=64, kernel=16, d_model=64, nhead=4, d_ffn=128, layers=1, blocks=1, K=50, spks=2)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +50,8 @@ def test_an_edited_reference_list_redoes_stage_2_and_keeps_the_old_dump(recipe, 
     (["--pretrained_model", "exp/missing.zip"], "--pretrained_model exp/missing.zip: not found"),
     (["--unit_kmeans", "conf"], "--unit_kmeans conf: no kmeans.yaml"),
     (["--cor_base_tokenizer", "fnlp/SpeechGPT-7B-cm"], "SpeechGPT understands only the units of its own"),
+    (["--sep_init", "exp/missing.pth"], "--sep_init exp/missing.pth: not found"),
+    (["--sep_pretrained", "x/y", "--sep_init", "conf/train_sep.yaml"], "give one of them"),
 ])
 def test_bad_options_fail_before_anything_is_touched(recipe, recipe_tools, args, message):
     before = sorted(p.name for p in (recipe / "dump/raw").iterdir())
@@ -56,3 +61,22 @@ def test_bad_options_fail_before_anything_is_touched(recipe, recipe_tools, args,
     assert sorted(p.name for p in (recipe / "dump/raw").iterdir()) == before
     assert (recipe / "dump/raw/train/.done").read_text() == done
     assert not list(recipe.glob("1=1*"))
+
+
+def test_a_speechbrain_sepformer_is_imported_by_stage_3_and_fine_tuned_from(recipe, recipe_tools, speechbrain_sepformer):
+    speechbrain_sepformer(recipe / "downloads/sepformer-mini", MINI_SEPFORMER)
+    args = ["--stage", "3", "--stop_stage", "4", *DATA, "--sep_pretrained", "downloads/sepformer-mini"]
+    stderr = recipe_tools[1](recipe, args).stderr
+    assert "Stage 3: import the SpeechBrain SepFormer downloads/sepformer-mini into exp/sep_sepformer-mini" in stderr
+    imported = recipe / "exp/sep_sepformer-mini/valid.si_snr_loss.ave.pth"
+    assert len(read_kv(recipe / "exp/sep_sepformer-mini/decode/test/wav.scp")) == 2  # one estimate per speaker
+    assert "exp/sep_sepformer-mini is up to date, skipped" in recipe_tools[1](recipe, args).stderr
+
+    recipe_tools[1](recipe, ["--stage", "3", "--stop_stage", "3", *DATA, "--sep_tag", "finetuned",
+                             "--sep_init", "exp/sep_sepformer-mini/valid.si_snr_loss.ave.pth", "--sep_args", "--max_epoch 1 --batch_size 2"])
+    start, tuned = read_state_dict(imported), read_state_dict(recipe / "exp/sep_finetuned/valid.si_snr_loss.ave.pth")
+    assert start.keys() == tuned.keys()
+    moved = max((tuned[k] - start[k]).abs().max().item() for k in start)
+    # A step or two of Adam moves each weight by about the learning rate; a training that did not
+    # start from the import would be a whole random init away from it.
+    assert 0 < moved < 0.01, f"one epoch from the imported weights moved them by up to {moved}"

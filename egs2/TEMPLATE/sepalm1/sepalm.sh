@@ -33,6 +33,8 @@ sep_tag=                        # experiment name (default: the config file's na
 sep_args=                       # extra training options, e.g. "--max_epoch 1"
 sep_inference_model=valid.si_snr_loss.ave.pth  # checkpoint that separates in stage 4
 sep_inference_config=           # decoding options (segment_sec, hop_sec); empty: the library's defaults
+sep_pretrained=                 # a SpeechBrain SepFormer (hub id or dir): stage 3 imports it instead of training
+sep_init=                       # stage 3 starts training from these weights (ESPnet --init_param), e.g. an import's
 
 # ASR teacher (stage 5): Whisper transcripts, the corrector's distillation targets
 asr_backend=whisper             # whisper (openai-whisper) or faster_whisper (CTranslate2)
@@ -92,7 +94,7 @@ help_message="Usage: $0 [options]
 Stages:
    1  local/data.sh: Kaldi data dirs (wav.scp, spk1.scp, spk2.scp, noise1.scp, text_spk1/2)
    2  format: resample to --fs, downmix, dump to ${dumpdir}/raw/<set>, utt2num_samples
-   3  separator: collect stats + train SepFormer (ESPnet enh task)
+   3  separator: collect stats + train SepFormer (ESPnet enh task), or import one (--sep_pretrained)
    4  separator inference on every set + the per-estimate data dirs
    5  ASR teacher transcripts (Whisper greedy) of separated and clean speech
    6  speech units (HuBERT or log-mel features + k-means) of separated speech
@@ -130,6 +132,8 @@ for _config in "${sep_inference_config}" "${cor_inference_config}" "${syn_infere
     [ -z "${_config}" ] || [ -f "${_config}" ] || fail "${_config}: config file not found"
 done
 [ -z "${pretrained_model}" ] || [ -e "${pretrained_model}" ] || fail "--pretrained_model ${pretrained_model}: not found"
+[ -z "${sep_init}" ] || [ -f "${sep_init}" ] || fail "--sep_init ${sep_init}: not found"
+[ -z "${sep_pretrained}" ] || [ -z "${sep_init}" ] || fail "--sep_pretrained imports a separator, --sep_init trains one: give one of them"
 [ -z "${unit_kmeans}" ] || [ -f "${unit_kmeans}/kmeans.yaml" ] || fail "--unit_kmeans ${unit_kmeans}: no kmeans.yaml (bin/fit_kmeans.py makes one)"
 if [ -z "${unit_kmeans}" ] && [[ ${cor_base_tokenizer,,} == *speechgpt* ]] && [ "${unit_kmeans_refit}" != true ]; then
     fail "--cor_base_tokenizer ${cor_base_tokenizer}: SpeechGPT understands only the units of its own mHuBERT k-means; give it as --unit_kmeans (egs2/libri2mix_wham/sepalm1/run.sh says how to convert it) or fit a new one with --unit_kmeans_refit true"
@@ -144,7 +148,7 @@ all_sets=("${train_set}" "${valid_set}" "${test_set_list[@]}")
 device=cpu
 [ "${ngpu}" -eq 0 ] || device=cuda
 
-sep_tag=${sep_tag:-$(config_tag "${sep_config}")}
+sep_tag=${sep_tag:-$(if [ -n "${sep_pretrained}" ]; then basename "${sep_pretrained}"; else config_tag "${sep_config}"; fi)}
 cor_tag=${cor_tag:-$(config_tag "${cor_config}")}
 syn_tag=${syn_tag:-$(config_tag "${syn_config}")}
 ali_tag=${ali_tag:-$(config_tag "${ali_config}")}
@@ -231,7 +235,17 @@ if runs 2; then
     steps_done
 fi
 
-if runs 3; then
+if runs 3 && [ -n "${sep_pretrained}" ]; then
+    _files=hub
+    [ ! -d "${sep_pretrained}" ] || _files=$(dir_sum "${sep_pretrained}")
+    signature="source=${sep_pretrained} files=${_files} fs=${fs} model=${sep_inference_model}"
+    if step_needed "${sep_exp}" "${signature}"; then
+        log "Stage 3: import the SpeechBrain SepFormer ${sep_pretrained} into ${sep_exp}"
+        "${python}" -m sepalm_espnet.bin.import_speechbrain_sepformer --src "${sep_pretrained}" --out "${sep_exp}" \
+            --fs "${fs}" --model_name "${sep_inference_model}"
+        step_done "${sep_exp}" "${signature}"
+    fi
+elif runs 3; then
     log "Stage 3: separator (${sep_config})"
     _train=("${dumpdir}/raw/${train_set}/wav.scp,speech_mix,sound")
     _valid=("${dumpdir}/raw/${valid_set}/wav.scp,speech_mix,sound")
@@ -241,6 +255,7 @@ if runs 3; then
         _valid+=("${dumpdir}/raw/${valid_set}/spk${_n}.scp,speech_ref${_n},sound")
     done
     _args=(--sample_rate "${fs}")
+    [ -z "${sep_init}" ] || _args+=(--init_param "${sep_init}")
     train_task sep sep_train "${sep_config}" "${expdir}/sep_stats_${fs}" "${sep_exp}" \
         "${sep_inference_model}" speech_mix _train _valid _args "${sep_args}"
 fi

@@ -15,6 +15,10 @@
 #       --sklearn_model mhubert_base_vp_en_es_fr_it3_L11_km1000.bin --output_dir downloads/mhubert_L11_km1000
 # A corrector other than SpeechGPT may fit its own k-means instead: --unit_kmeans "" (with
 # --unit_kmeans_refit true while --cor_base_tokenizer is SpeechGPT's).
+#
+# Separator (stage 3): SepFormer trained here (days of GPU time), or SpeechBrain's published
+# 16 kHz WHAMR! SepFormer imported instead: --sep_pretrained speechbrain/sepformer-whamr16k
+# (then optionally fine-tuned: --sep_init exp/sep_sepformer-whamr16k/valid.si_snr_loss.ave.pth).
 set -euo pipefail
 
 ./sepalm.sh \
