@@ -19,17 +19,24 @@ component or role (e.g. token lists) is packed and unpacked as is.
 
 Weights are stored as safetensors and read back without unpickling; a `.pth` is only ever read
 with `torch.load(weights_only=True)` (tasks.loading.read_state_dict), and packing refuses torch
-files that hold anything but tensors and plain containers, and pickles. Unpacking refuses
-members that could escape the destination (absolute paths, `..`, symlinks) or that meta.yaml
-does not list, archives too large or too compressed to be a model (zip bombs, `UnpackLimits`),
-and checks every checksum before anything is used.
+files that hold anything but tensors and plain containers, and pickles or object arrays (by
+content, whatever the file is called). Unpacking refuses members that could escape the
+destination (absolute paths, `..`, symlinks) or that meta.yaml does not list, a component file
+that is not a listed member, archives too large or too compressed to be a model (zip bombs,
+`UnpackLimits`, per member and in all), YAML that would construct objects, and checks every
+checksum before anything is used. An unpacked directory (the cache, or one given as is) is
+checked again before each use (`verify_before_use`): by sizes and mtimes when they match the
+last full check, by every checksum otherwise.
 """
 from __future__ import annotations
 
 import datetime
 import hashlib
 import importlib.metadata
+import json
+import logging
 import os
+import pickletools
 import platform
 import shutil
 import stat
@@ -39,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
+import numpy as np
 import safetensors.torch
 import torch
 import yaml
@@ -47,8 +55,13 @@ import sepalm_espnet
 from sepalm_espnet.data.kaldi_dir import PathLike, atomic_path
 from sepalm_espnet.tasks.loading import UnsafeWeightsError, read_state_dict
 
+logger = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
 META_NAME = "meta.yaml"
+# Sizes and mtimes of an unpacked archive's files when they were last verified in full: a reuse
+# whose files still match is checked without hashing again (not a member; never published).
+UNPACKED_STAMP = ".unpacked.json"
 SEPARATOR_COMPONENT = "separator"
 KMEANS_COMPONENT = "kmeans"
 CORRECTOR_COMPONENT = "corrector"
@@ -304,14 +317,51 @@ def _is_torch_file(path: Path) -> bool:
     return head[:2] == b"PK" or head[:1] == b"\x80"
 
 
+def _is_pickle(path: Path) -> bool:
+    """Whether the file is a pickle stream, whatever its name: protocol 2+ starts with PROTO
+    (0x80); an older protocol is recognised by parsing, for small files, up to its STOP."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return True
+    if path.stat().st_size > 1024**2 or not head:
+        return False
+    try:
+        with open(path, "rb") as f:
+            *_, (last, _, _) = pickletools.genops(f)
+            return last.name == "STOP" and not f.read(1)
+    except Exception:  # not a pickle stream
+        return False
+
+
 def _check_packable_file(component: str, role: str, path: Path) -> None:
-    if path.suffix in PICKLE_SUFFIXES:
-        raise UnsafeWeightsError(
-            f"component {component}: {role} file {path} is a pickle; loading it could run arbitrary "
-            "code (convert it to arrays first, e.g. fit_kmeans --sklearn_model)"
-        )
+    """Refuse what would unpickle (or hold objects) when loaded, by content as well as by name."""
     if _is_torch_file(path):
         check_torch_file(path)
+        return
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if path.suffix in PICKLE_SUFFIXES or _is_pickle(path):
+        try:  # a legacy (pre-zip) torch.save file is a pickle that torch's safe loader reads
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            raise UnsafeWeightsError(
+                f"component {component}: {role} file {path} is a pickle; loading it could run arbitrary "
+                "code (convert it to arrays first, e.g. fit_kmeans --sklearn_model)"
+            ) from None
+        return
+    if head == b"\x93NUMPY" or (path.suffix == ".npz" and head[:2] == b"PK"):
+        try:
+            loaded = np.load(path, allow_pickle=False)
+            if isinstance(loaded, np.lib.npyio.NpzFile):
+                with loaded:
+                    for name in loaded.files:
+                        loaded[name]
+        except (ValueError, OSError) as exc:
+            raise UnsafeWeightsError(
+                f"component {component}: {role} file {path} holds object arrays (they load only by "
+                f"unpickling) or is not a readable numpy file: {exc}"
+            ) from exc
 
 
 def _plain_name(what: str, name: str) -> None:
@@ -466,7 +516,7 @@ def pack(
     return out_path
 
 
-def _check_member_name(archive: Path, name: str) -> None:
+def _check_member_name(archive: Union[Path, str], name: str) -> None:
     """Only plain relative file paths: nothing that could land outside the destination."""
     if (
         not isinstance(name, str)
@@ -495,6 +545,14 @@ def _check_sizes(archive: Path, zf: zipfile.ZipFile, limits: UnpackLimits) -> No
                 f"({info.compress_size} -> {info.file_size} bytes), more than the limit of {limits.max_ratio:.0f}: "
                 "refusing a likely zip bomb"
             )
+    # Many members each below ratio_min_bytes escape the check above: the archive as a whole
+    # is held to the same ratio.
+    compressed = sum(info.compress_size for info in infos)
+    if total >= limits.ratio_min_bytes and total > limits.max_ratio * max(compressed, 1):
+        raise ArchiveError(
+            f"{archive}: its {len(infos)} members expand {total / max(compressed, 1):.0f}-fold together "
+            f"({compressed} -> {total} bytes), more than the limit of {limits.max_ratio:.0f}: refusing a likely zip bomb"
+        )
 
 
 def _read_meta_bytes(archive: Path, zf: zipfile.ZipFile, limits: UnpackLimits = UnpackLimits()) -> bytes:
@@ -511,16 +569,7 @@ def _read_meta_bytes(archive: Path, zf: zipfile.ZipFile, limits: UnpackLimits = 
     if META_NAME not in names:
         raise ArchiveError(f"{archive}: no {META_NAME}; not a sepalm_espnet archive")
     meta_bytes = zf.read(META_NAME)
-    meta = yaml.safe_load(meta_bytes)
-    if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict):
-        raise ArchiveError(f"{archive}: {META_NAME} has no file list")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ArchiveError(
-            f"{archive}: format version {meta.get('format_version')} is not {FORMAT_VERSION}; "
-            "use the sepalm_espnet version that packed it"
-        )
-    for name in meta["files"]:
-        _check_member_name(archive, name)
+    meta = parse_meta(meta_bytes, f"{archive}: {META_NAME}")
     unlisted = sorted(set(names) - set(meta["files"]) - {META_NAME})
     if unlisted:
         raise ArchiveError(f"{archive}: members not listed in {META_NAME}: {unlisted}")
@@ -528,6 +577,45 @@ def _read_meta_bytes(archive: Path, zf: zipfile.ZipFile, limits: UnpackLimits = 
     if missing:
         raise ArchiveError(f"{archive}: members listed in {META_NAME} but absent: {missing}")
     return meta_bytes
+
+
+def _yaml_mapping(data: Union[bytes, str], where: str) -> Dict[str, Any]:
+    """A YAML mapping read safely; a syntax error or a python/... tag names `where`."""
+    try:
+        loaded = yaml.safe_load(data)
+    except yaml.YAMLError as exc:
+        raise ArchiveError(f"{where}: not safe, valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ArchiveError(f"{where}: not a YAML mapping")
+    return loaded
+
+
+def parse_meta(data: Union[bytes, str], where: str) -> Dict[str, Any]:
+    """meta.yaml checked: its format version, plain member names, and every file a component
+    names is a listed (so checksummed) member, or a directory of them."""
+    meta = _yaml_mapping(data, where)
+    if not isinstance(meta.get("files"), dict):
+        raise ArchiveError(f"{where} has no file list")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ArchiveError(
+            f"{where}: format version {meta.get('format_version')} is not {FORMAT_VERSION}; "
+            "use the sepalm_espnet version that packed it"
+        )
+    listed = set(meta["files"])
+    for name in listed:
+        _check_member_name(where, name)
+    components = meta.get("components")
+    if not isinstance(components, dict) or not all(isinstance(roles, dict) for roles in components.values()):
+        raise ArchiveError(f"{where}: `components` must map each component to its {{role: member}}")
+    for component, roles in components.items():
+        for role, member in roles.items():
+            _check_member_name(where, member)
+            if member not in listed and not any(name.startswith(f"{member}/") for name in listed):
+                raise ArchiveError(
+                    f"{where}: component {component} names {member!r} as its {role}, "
+                    "which is not a listed, checksummed member"
+                )
+    return meta
 
 
 def default_cache_dir() -> Path:
@@ -558,6 +646,7 @@ def unpack(archive: PathLike, dest_dir: Optional[PathLike] = None, limits: Optio
         meta_bytes = _read_meta_bytes(archive, zf, limits)
         declared_sizes = {info.filename: info.file_size for info in zf.infolist()}
         if _holds(dest, meta_bytes, archive):
+            verify_before_use(dest)
             return dest
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
@@ -579,12 +668,14 @@ def unpack(archive: PathLike, dest_dir: Optional[PathLike] = None, limits: Optio
                         f"{archive}: member {name} fails its SHA-256 check (corrupt or tampered)"
                     )
             (staging / META_NAME).write_bytes(meta_bytes)
+            _write_stamp(staging)
             try:
                 staging.rename(dest)
             except OSError:
                 # Another process finished the same unpacking first.
                 if not _holds(dest, meta_bytes, archive):
                     raise
+                verify_before_use(dest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return dest
@@ -601,14 +692,17 @@ def _holds(dest: Path, meta_bytes: bytes, archive: Path) -> bool:
 
 
 def read_meta(root: PathLike) -> Dict[str, Any]:
-    with open(Path(root) / META_NAME, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+    path = Path(root) / META_NAME
+    return parse_meta(path.read_bytes(), str(path))
 
 
 def resolve_pretrained(src: PathLike, cache_dir: Optional[PathLike] = None) -> Path:
-    """A directory is used in place; an archive is verified and unpacked once into the cache."""
+    """A directory is used in place (an unpacked archive after `verify_before_use`); an archive
+    is verified and unpacked once into the cache."""
     src = Path(src)
     if src.is_dir():
+        if (src / META_NAME).is_file():
+            verify_before_use(src)
         return src
     if src.is_file():
         return unpack(src, cached_unpack_dir(src, cache_dir))
@@ -650,8 +744,7 @@ def load_component_config(root: PathLike, component: str) -> Dict[str, Any]:
     """A component's config with carried-file member names turned into paths under `root`."""
     root = Path(root)
     files = component_files(root, component)
-    with open(files[CONFIG_ROLE], encoding="utf-8") as f:
-        config = yaml.safe_load(f)
+    config = _yaml_mapping(files[CONFIG_ROLE].read_bytes(), str(files[CONFIG_ROLE]))
     members = {str(path.relative_to(root)): str(path) for path in files.values()}
     return _replace_leaves(config, members)
 
@@ -667,7 +760,7 @@ def verify_unpacked(root: PathLike) -> Dict[str, int]:
         raise ArchiveError(f"{root}: no {META_NAME}; not an unpacked sepalm_espnet archive")
     listed = read_meta(root).get("files") or {}
     present = {path.relative_to(root).as_posix() for path in root.rglob("*") if not path.is_dir()}
-    unlisted = sorted(present - set(listed) - {META_NAME})
+    unlisted = sorted(present - set(listed) - {META_NAME, UNPACKED_STAMP})
     if unlisted:
         raise ArchiveError(f"{root}: files not listed in {META_NAME}: {unlisted[:5]}")
     sizes = {META_NAME: (root / META_NAME).stat().st_size}
@@ -680,3 +773,39 @@ def verify_unpacked(root: PathLike) -> Dict[str, int]:
             raise ArchiveError(f"{root}: member {name} fails its SHA-256 check (modified since unpacking)")
         sizes[name] = path.stat().st_size
     return dict(sorted(sizes.items()))
+
+
+def _file_states(root: Path) -> Dict[str, List[int]]:
+    """{file: [size, mtime_ns]} of every file under root but the stamp."""
+    states = {}
+    for path in root.rglob("*"):
+        name = path.relative_to(root).as_posix()
+        if name != UNPACKED_STAMP and not path.is_dir():
+            stat_result = path.lstat()
+            states[name] = [stat_result.st_size, stat_result.st_mtime_ns]
+    return dict(sorted(states.items()))
+
+
+def _write_stamp(root: Path) -> None:
+    states = _file_states(root)  # before the stamp's temporary file exists
+    with atomic_path(root / UNPACKED_STAMP) as tmp:
+        tmp.write_text(json.dumps(states))
+
+
+def verify_before_use(root: PathLike) -> None:
+    """An unpacked archive (a cache entry or a directory given as is) is what meta.yaml lists:
+    cheaply, when every file still has the size and mtime recorded at its last full check;
+    otherwise every checksum again (verify_unpacked), which refuses a modified member by name."""
+    root = Path(root)
+    try:
+        recorded = json.loads((root / UNPACKED_STAMP).read_text())
+    except (OSError, ValueError):
+        recorded = None
+    if recorded is not None and recorded == _file_states(root):
+        return
+    logger.info("%s: verifying every checksum (files changed since the last check, or never checked)", root)
+    verify_unpacked(root)
+    try:
+        _write_stamp(root)
+    except OSError as exc:  # a read-only directory is verified in full at every use
+        logger.info("%s: cannot record the check (%s)", root, exc)

@@ -382,3 +382,98 @@ def test_resolve_pretrained_unpacks_an_archive_once_and_takes_a_directory_as_is(
     assert zoo.resolve_pretrained(root) == root
     with pytest.raises(FileNotFoundError, match="missing.zip"):
         zoo.resolve_pretrained(tmp_path / "missing.zip")
+
+
+def edit_meta(edit):
+    """An archive edit applied to the parsed meta.yaml."""
+    def apply(members):
+        meta = yaml.safe_load(members[zoo.META_NAME])
+        edit(meta)
+        members[zoo.META_NAME] = yaml.safe_dump(meta).encode()
+    return apply
+
+
+@pytest.mark.parametrize("member, message", [
+    ("../outside/other.yaml", "not a plain relative file path"),
+    ("/etc/other.yaml", "not a plain relative file path"),
+    ("separator/other.yaml", "names 'separator/other.yaml' as its config, which is not a listed, checksummed member"),
+])
+def test_a_component_file_must_be_a_listed_member(archive, tmp_path, member, message):
+    def point_config(meta):
+        meta["components"]["separator"]["config"] = member
+
+    edited = rebuild(archive, tmp_path / "edited.zip", edit_meta(point_config))
+    with pytest.raises(zoo.ArchiveError, match=message):
+        zoo.unpack(edited, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    root = zoo.unpack(archive, tmp_path / "good")  # the same edit in an unpacked directory
+    meta = yaml.safe_load((root / zoo.META_NAME).read_text())
+    point_config(meta)
+    (root / zoo.META_NAME).write_text(yaml.safe_dump(meta))
+    with pytest.raises(zoo.ArchiveError, match=message):
+        zoo.component_files(root, "separator")
+
+
+def test_an_unpacked_archive_edited_after_unpacking_is_refused_before_use(archive, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    root = zoo.resolve_pretrained(archive, cache)
+    config = root / "separator/config.yaml"
+    assert zoo.resolve_pretrained(archive, cache) == root == zoo.resolve_pretrained(root)
+    os.utime(config, ns=(0, 0))  # touched, same content: hashed again, accepted, recorded
+    with caplog.at_level("INFO", logger="sepalm_espnet.zoo"):
+        assert zoo.resolve_pretrained(root) == root
+    assert "verifying every checksum" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="sepalm_espnet.zoo"):
+        zoo.resolve_pretrained(root)
+    assert "verifying every checksum" not in caplog.text  # sizes and mtimes match the record
+    config.write_text(config.read_text().replace("8000", "16000"))
+    for reuse in (lambda: zoo.resolve_pretrained(archive, cache), lambda: zoo.resolve_pretrained(root)):
+        with pytest.raises(zoo.ArchiveError, match="separator/config.yaml fails its SHA-256 check"):
+            reuse()
+    (root / "separator/extra.py").write_text("import os")
+    with pytest.raises(zoo.ArchiveError, match="files not listed in meta.yaml: \\['separator/extra.py'\\]"):
+        zoo.resolve_pretrained(root)
+
+
+def test_many_small_members_that_expand_together_are_refused(archive, tmp_path):
+    def add_zeros(members):
+        for n in range(16):  # each below ratio_min_bytes (1 MiB), 16 MiB of zeros in all
+            add_listed_member(f"separator/zeros{n}.bin", bytes(1024**2 - 1))(members)
+
+    bomb = rebuild(archive, tmp_path / "bomb.zip", add_zeros, zipfile.ZIP_DEFLATED)
+    with pytest.raises(zoo.ArchiveError, match="members expand .*-fold together.*zip bomb"):
+        zoo.unpack(bomb, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_yaml_that_would_construct_objects_is_refused_naming_archive_and_member(archive, tmp_path):
+    def python_tag(members):
+        members[zoo.META_NAME] += b"evil: !!python/object/apply:os.system ['true']\n"
+
+    edited = rebuild(archive, tmp_path / "edited.zip", python_tag)
+    with pytest.raises(zoo.ArchiveError, match=r"edited.zip: meta.yaml: not safe, valid YAML"):
+        zoo.unpack(edited, tmp_path / "out")
+    root = zoo.unpack(archive, tmp_path / "good")
+    config = root / "separator/config.yaml"
+    config.write_text(config.read_text() + "evil: !!python/name:os.system\n")
+    with pytest.raises(zoo.ArchiveError, match="separator/config.yaml: not safe, valid YAML"):
+        zoo.load_component_config(root, "separator")
+
+
+def test_pickles_and_object_arrays_are_refused_whatever_their_name(run_dir):
+    import pickle
+
+    (run_dir / "tokens.txt").write_bytes(pickle.dumps({"a": Payload()}))
+    (run_dir / "old.txt").write_bytes(pickle.dumps([1, 2], protocol=0))
+    np.save(run_dir / "centers.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.savez(run_dir / "stats.npz", mean=np.zeros(3), names=np.array([None], dtype=object))
+    for name in ("tokens.txt", "old.txt", "centers.npy", "stats.npz"):
+        with pytest.raises(zoo.UnsafeWeightsError, match=name):
+            zoo.pack(run_dir / "x.zip", {"extra": {"units": run_dir / name}})
+    assert not (run_dir / "x.zip").exists()
+    np.save(run_dir / "plain.npy", np.zeros((4, 2), dtype=np.float32))
+    torch.save({"w": torch.zeros(2)}, run_dir / "legacy.bin", _use_new_zipfile_serialization=False)
+    (run_dir / "words.txt").write_text("N.\nhello world\n")
+    for name in ("plain.npy", "legacy.bin", "words.txt"):
+        zoo.pack(run_dir / "ok.zip", {"extra": {"units": run_dir / name}})
