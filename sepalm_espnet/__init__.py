@@ -16,7 +16,8 @@ import (at module or function level) closes a cycle (test/test_imports.py checks
               separator/speechbrain_import.py turns a SpeechBrain checkpoint into a trained one
     pipeline  pipeline.py: SeparatorModel and SepALM, the whole system; scoring.py: stage 14's
               driver, which scores recipe outputs and times packed systems; evaluate.py:
-              a packed system scored on data dirs without training (sepalm-evaluate)
+              a packed system scored on data dirs without training (sepalm-evaluate);
+              separate_files.py: sepalm-separate's inputs, outputs and checks
     api       inference.py: the public names (`from sepalm_espnet.inference import SepALM`)
     bin       bin/: command-line entry points
 
@@ -50,7 +51,8 @@ LAYERS = (
         "sepalm_espnet.synthesizer.resynthesize",
         "sepalm_espnet.synthesizer.t2s",
     )),
-    ("pipeline", ("sepalm_espnet.pipeline", "sepalm_espnet.scoring", "sepalm_espnet.evaluate")),
+    ("pipeline", ("sepalm_espnet.pipeline", "sepalm_espnet.scoring", "sepalm_espnet.evaluate",
+                  "sepalm_espnet.separate_files")),
     ("api", ("sepalm_espnet.inference",)),
     ("bin", ("sepalm_espnet.bin",)),
 )

@@ -81,6 +81,9 @@ class SeparatedSpeaker:
     status: List[str] = field(default_factory=list)
 
 
+MAX_CHANNELS_FIRST = 2  # (C, T) arrays are taken as channels-first up to stereo
+
+
 def as_samples(audio: AudioInput, sample_rate: Optional[int]) -> Tuple[np.ndarray, int]:
     """(samples shaped (T,) or (T, channels), rate) from a path, an array or a tensor."""
     if isinstance(audio, (str, Path)):
@@ -97,9 +100,14 @@ def as_samples(audio: AudioInput, sample_rate: Optional[int]) -> Tuple[np.ndarra
     samples = np.asarray(audio)
     if not np.issubdtype(samples.dtype, np.floating):
         raise AudioError(f"expected floating-point samples in [-1, 1], got {samples.dtype}")
+    expected = "one mixture: (T,), (T, channels) as soundfile reads it, or (1 or 2, T) as torchaudio loads it"
     if samples.ndim not in (1, 2):
-        raise AudioError(f"expected 1-D audio or 2-D multi-channel audio, got shape {samples.shape}")
+        raise AudioError(f"got shape {samples.shape}; expected {expected}")
     if samples.ndim == 2 and samples.shape[0] < samples.shape[1]:
+        if samples.shape[0] > MAX_CHANNELS_FIRST:
+            # (3, T) is as likely a batch of three mixtures as three channels: never guessed.
+            raise AudioError(f"got shape {samples.shape}, ambiguous (a batch of {samples.shape[0]} "
+                             f"mixtures, or channels?); expected {expected}; separate a batch one mixture at a time")
         samples = samples.T  # channels-first -> (T, channels)
     return samples, int(sample_rate)
 

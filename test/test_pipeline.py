@@ -259,3 +259,14 @@ def test_library_defaults_are_read_from_the_options():
     }
     for (function, name), default in defaults.items():
         assert inspect.signature(function).parameters[name].default == default, (function, name)
+
+
+def test_an_array_shaped_like_a_batch_is_refused_not_downmixed():
+    from sepalm_espnet.data.audio import AudioError
+
+    with pytest.raises(AudioError, match=r"got shape \(3, 1600\), ambiguous .*expected one mixture: \(T,\)"):
+        pipeline.as_samples(np.zeros((3, 1600), np.float32), FS)
+    assert pipeline.as_samples(np.zeros((2, 1600), np.float32), FS)[0].shape == (1600, 2)  # torchaudio's stereo
+    assert pipeline.as_samples(np.zeros((1600, 3), np.float32), FS)[0].shape == (1600, 3)  # soundfile's layout
+    with pytest.raises(AudioError, match=r"got shape \(2, 3, 1600\)"):
+        pipeline.as_samples(np.zeros((2, 3, 1600), np.float32), FS)
