@@ -149,14 +149,15 @@ class SeparatorModel:
     @classmethod
     def from_pretrained(
         cls,
-        src: PathLike,
+        src: zoo.PretrainedSource,
         checkpoint: str = DEFAULT_CHECKPOINT,
         device: str = "cpu",
         cache_dir: Optional[PathLike] = None,
         segment: SegmentOptions = SegmentOptions(),
     ) -> "SeparatorModel":
-        """src: archive (.zip), unpacked archive directory, or experiment directory; `checkpoint`
-        names the weights file in an experiment directory."""
+        """src: archive (.zip), unpacked archive directory, experiment directory, Hugging Face
+        repo id, or espnet_model_zoo's files dict (zoo.resolve_pretrained); `checkpoint` names
+        the weights file in an experiment directory."""
         root = zoo.resolve_pretrained(src, cache_dir)
         config, weights = separator_config_and_weights(root, checkpoint)
         model = build_enh_model(config, weights, device)
@@ -265,7 +266,7 @@ class SepALM:
     @classmethod
     def from_pretrained(
         cls,
-        src: PathLike,
+        src: zoo.PretrainedSource,
         device: str = "cpu",
         cache_dir: Optional[PathLike] = None,
         mode: str = zoo.SEPALM,
@@ -274,7 +275,8 @@ class SepALM:
         synthesis_options: SynthesisOptions = SynthesisOptions(),
         options: PipelineOptions = PipelineOptions(),
     ) -> "SepALM":
-        """src: a packed SepALM archive (stage 15) or its unpacked directory; weights are read
+        """src: a packed SepALM archive (stage 15), its unpacked directory, its Hugging Face repo
+        id or espnet_model_zoo's files dict (zoo.resolve_pretrained); weights are read
         from safetensors after every checksum was verified (zoo.unpack). Only the components
         `mode` runs are loaded, so a separator-only archive loads as mode separator_only."""
         root = zoo.resolve_pretrained(src, cache_dir)

@@ -248,9 +248,9 @@ def archive_signature(archive: PathLike) -> Dict[str, Any]:
         meta = yaml.safe_load(meta_text)
     except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise DataDirError(f"{archive}: not a packed system with {META_NAME} ({exc})") from exc
-    files = meta.get("files") if isinstance(meta, dict) else None
+    files = meta.get("checksums") if isinstance(meta, dict) else None
     if not isinstance(files, dict):
-        raise DataDirError(f"{archive}: {META_NAME} has no 'files' checksums")
+        raise DataDirError(f"{archive}: {META_NAME} has no checksums")
     return {"files": {name: digest for name, digest in sorted(files.items()) if name not in UNTIMED_MEMBERS}}
 
 

@@ -1,8 +1,9 @@
 """Model-zoo archives: a trained system in one zip that loads without the recipe that made it.
 
-Layout (every member but meta.yaml is listed in meta.yaml with its SHA-256):
+Layout (every member but meta.yaml is listed in meta.yaml's `checksums` with its SHA-256):
 
-    meta.yaml                    format version, creation time, library versions, components
+    meta.yaml                    format version, creation time, library versions, components,
+                                 checksums; and ESPnet's `files` / `yaml_files` (below)
     README.md                    model card: components, usage, results
     RESULTS.md                   scores, when packed with them
     <component>/config.yaml      training config, with paths rewritten to stay inside the archive
@@ -16,6 +17,13 @@ roles its loader reads and the pipeline modes that run it. Packing uses it to te
 an archive can run (its model card shows the matching usage), `SepALM.from_pretrained` and
 `SeparatorModel.from_pretrained` to load what a mode needs and nothing else. Any other
 component or role (e.g. token lists) is packed and unpacked as is.
+
+ESPnet's model zoo reads the same archive: meta.yaml's `files` maps every member to itself and
+`yaml_files` is empty (espnet_model_zoo rewrites the paths inside those, which would break their
+checksums), so `espnet_model_zoo.downloader.ModelDownloader().unpack_local_file(zip)` and
+`download_and_unpack("user/repo")` return {member: path}, which `resolve_pretrained` accepts
+like an archive, a directory or a Hugging Face repo id; every check below runs on it whoever
+unpacked or downloaded it.
 
 Weights are stored as safetensors and read back without unpickling; a `.pth` is only ever read
 with `torch.load(weights_only=True)` (tasks.loading.read_state_dict), and packing refuses torch
@@ -38,6 +46,7 @@ import logging
 import os
 import pickletools
 import platform
+import re
 import shutil
 import stat
 import tempfile
@@ -57,7 +66,7 @@ from sepalm_espnet.tasks.loading import UnsafeWeightsError, read_state_dict
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: checksums under `checksums`, `files` as ESPnet reads it
 META_NAME = "meta.yaml"
 # Sizes and mtimes of an unpacked archive's files when they were last verified in full: a reuse
 # whose files still match is checked without hashing again (not a member; never published).
@@ -500,10 +509,12 @@ def pack(
         snippet = (usage or _default_usage(components)).replace("{archive}", out_path.name)
         members["README.md"] = model_card_text(meta, snippet, card_results).encode()
     meta["extra"] = dict(extra or {})
-    meta["files"] = {
+    meta["checksums"] = {
         name: hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else sha256_file(data)
         for name, data in sorted(members.items())
     }
+    meta["files"] = {name: name for name in sorted(members)}  # espnet_model_zoo's {key: member}
+    meta["yaml_files"] = {}
 
     with atomic_path(out_path, suffix=".zip") as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -570,10 +581,10 @@ def _read_meta_bytes(archive: Path, zf: zipfile.ZipFile, limits: UnpackLimits = 
         raise ArchiveError(f"{archive}: no {META_NAME}; not a sepalm_espnet archive")
     meta_bytes = zf.read(META_NAME)
     meta = parse_meta(meta_bytes, f"{archive}: {META_NAME}")
-    unlisted = sorted(set(names) - set(meta["files"]) - {META_NAME})
+    unlisted = sorted(set(names) - set(meta["checksums"]) - {META_NAME})
     if unlisted:
         raise ArchiveError(f"{archive}: members not listed in {META_NAME}: {unlisted}")
-    missing = sorted(set(meta["files"]) - set(names))
+    missing = sorted(set(meta["checksums"]) - set(names))
     if missing:
         raise ArchiveError(f"{archive}: members listed in {META_NAME} but absent: {missing}")
     return meta_bytes
@@ -594,16 +605,19 @@ def parse_meta(data: Union[bytes, str], where: str) -> Dict[str, Any]:
     """meta.yaml checked: its format version, plain member names, and every file a component
     names is a listed (so checksummed) member, or a directory of them."""
     meta = _yaml_mapping(data, where)
-    if not isinstance(meta.get("files"), dict):
-        raise ArchiveError(f"{where} has no file list")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ArchiveError(
             f"{where}: format version {meta.get('format_version')} is not {FORMAT_VERSION}; "
             "use the sepalm_espnet version that packed it"
         )
-    listed = set(meta["files"])
+    if not isinstance(meta.get("checksums"), dict):
+        raise ArchiveError(f"{where} has no checksums")
+    listed = set(meta["checksums"])
     for name in listed:
         _check_member_name(where, name)
+    if meta.get("files") != {name: name for name in sorted(listed)} or meta.get("yaml_files") != {}:
+        raise ArchiveError(f"{where}: `files` must list every member as itself and `yaml_files` be empty "
+                           "(what espnet_model_zoo reads; it would rewrite a yaml_files member)")
     components = meta.get("components")
     if not isinstance(components, dict) or not all(isinstance(roles, dict) for roles in components.values()):
         raise ArchiveError(f"{where}: `components` must map each component to its {{role: member}}")
@@ -651,7 +665,7 @@ def unpack(archive: PathLike, dest_dir: Optional[PathLike] = None, limits: Optio
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
         try:
-            for name, expected in yaml.safe_load(meta_bytes)["files"].items():
+            for name, expected in yaml.safe_load(meta_bytes)["checksums"].items():
                 target = staging / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 digest = hashlib.sha256()
@@ -696,17 +710,48 @@ def read_meta(root: PathLike) -> Dict[str, Any]:
     return parse_meta(path.read_bytes(), str(path))
 
 
-def resolve_pretrained(src: PathLike, cache_dir: Optional[PathLike] = None) -> Path:
-    """A directory is used in place (an unpacked archive after `verify_before_use`); an archive
-    is verified and unpacked once into the cache."""
-    src = Path(src)
-    if src.is_dir():
-        if (src / META_NAME).is_file():
-            verify_before_use(src)
-        return src
-    if src.is_file():
+PretrainedSource = Union[PathLike, Mapping[str, PathLike]]
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def root_of_files(files: Mapping[str, PathLike]) -> Path:
+    """The directory an espnet_model_zoo files dict ({member: path}) was unpacked into."""
+    roots = set()
+    for member, path in files.items():
+        _check_member_name("the files dict", member)
+        path = Path(path)
+        if path.parts[-len(Path(member).parts):] != Path(member).parts:
+            raise ArchiveError(f"files dict: {member} -> {path} is not that member of an unpacked archive")
+        roots.add(Path(*path.parts[: -len(Path(member).parts)]))
+    if len(roots) != 1 or not (next(iter(roots)) / META_NAME).is_file():
+        raise ArchiveError(f"files dict: its paths do not share one unpacked archive with {META_NAME}: {sorted(roots)}")
+    return roots.pop()
+
+
+def resolve_pretrained(src: PretrainedSource, cache_dir: Optional[PathLike] = None) -> Path:
+    """The unpacked directory of: an archive (verified and unpacked once into the cache), an
+    unpacked archive or experiment directory (used in place), a files dict of espnet_model_zoo,
+    or a Hugging Face repo id (a snapshot through the hub client, which honours HF_HUB_OFFLINE).
+    An unpacked archive is checked by `verify_before_use` whoever unpacked it."""
+    if isinstance(src, Mapping):
+        root = root_of_files(src)
+    elif Path(src).is_file():
         return unpack(src, cached_unpack_dir(src, cache_dir))
-    raise FileNotFoundError(f"{src}: no such archive or directory")
+    elif Path(src).is_dir():
+        root = Path(src)
+    elif HUB_ID.fullmatch(str(src)):
+        import huggingface_hub
+
+        try:
+            root = Path(huggingface_hub.snapshot_download(str(src)))
+        except Exception as exc:  # offline without a cached snapshot, unknown repo, ...
+            raise FileNotFoundError(f"{src}: not a local archive or directory, and the Hugging Face hub "
+                                    f"has no snapshot of it here ({exc})") from exc
+    else:
+        raise FileNotFoundError(f"{src}: no such archive or directory")
+    if (root / META_NAME).is_file():
+        verify_before_use(root)
+    return root
 
 
 def component_files(root: PathLike, component: str) -> Dict[str, Path]:
@@ -749,25 +794,46 @@ def load_component_config(root: PathLike, component: str) -> Dict[str, Any]:
     return _replace_leaves(config, members)
 
 
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+
+
+def _unpacker_artifact(root: Path, name: str) -> bool:
+    """What other unpackers leave beside the members, never read by us: hidden files and dirs
+    (our stamp; the hub client's .cache/; espnet_model_zoo's .lock and .done), and
+    espnet_model_zoo's meta.yaml.lock and link to the archive it unpacked."""
+    parts = name.split("/")
+    if any(part.startswith(".") for part in parts) or name == f"{META_NAME}.lock":
+        return True
+    return len(parts) == 1 and (root / name).is_symlink() and name.endswith(ARCHIVE_SUFFIXES)
+
+
+def _plain_or_hub_blob(root: Path, path: Path) -> bool:
+    """A member is a plain file, or (a Hugging Face hub snapshot) a link into its repo's blobs."""
+    if not path.is_symlink():
+        return path.is_file()
+    blobs = (root.parent.parent / "blobs").resolve()
+    return root.parent.name == "snapshots" and path.resolve().parent == blobs and path.resolve().is_file()
+
+
 def verify_unpacked(root: PathLike) -> Dict[str, int]:
     """{member: size} of an unpacked archive, meta.yaml included, after checking every checksum.
 
-    A file that meta.yaml does not list is an error too: what gets published (upload_hf) is
-    exactly what was packed.
+    A file that meta.yaml does not list is an error too (but for `_unpacker_artifact`s): what
+    gets published (upload_hf) is exactly what was packed.
     """
     root = Path(root)
     if not (root / META_NAME).is_file():
         raise ArchiveError(f"{root}: no {META_NAME}; not an unpacked sepalm_espnet archive")
-    listed = read_meta(root).get("files") or {}
+    listed = read_meta(root)["checksums"]
     present = {path.relative_to(root).as_posix() for path in root.rglob("*") if not path.is_dir()}
-    unlisted = sorted(present - set(listed) - {META_NAME, UNPACKED_STAMP})
+    unlisted = sorted(name for name in present - set(listed) - {META_NAME} if not _unpacker_artifact(root, name))
     if unlisted:
         raise ArchiveError(f"{root}: files not listed in {META_NAME}: {unlisted[:5]}")
     sizes = {META_NAME: (root / META_NAME).stat().st_size}
     for name, expected in sorted(listed.items()):
         _check_member_name(root, name)
         path = root / name
-        if path.is_symlink() or not path.is_file():
+        if not _plain_or_hub_blob(root, path):
             raise ArchiveError(f"{root}: member {name} is missing or not a plain file")
         if sha256_file(path) != expected:
             raise ArchiveError(f"{root}: member {name} fails its SHA-256 check (modified since unpacking)")
@@ -776,12 +842,13 @@ def verify_unpacked(root: PathLike) -> Dict[str, int]:
 
 
 def _file_states(root: Path) -> Dict[str, List[int]]:
-    """{file: [size, mtime_ns]} of every file under root but the stamp."""
+    """{file: [size, mtime_ns]} of every file under root but the unpackers' artifacts (a link
+    followed: a hub snapshot's blob)."""
     states = {}
     for path in root.rglob("*"):
         name = path.relative_to(root).as_posix()
-        if name != UNPACKED_STAMP and not path.is_dir():
-            stat_result = path.lstat()
+        if not path.is_dir() and not _unpacker_artifact(root, name):
+            stat_result = path.stat() if path.exists() else path.lstat()
             states[name] = [stat_result.st_size, stat_result.st_mtime_ns]
     return dict(sorted(states.items()))
 

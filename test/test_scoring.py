@@ -196,7 +196,7 @@ class FakeEncoder:
 def fake_archive(path, synthesizer_digest):
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("meta.yaml", yaml.safe_dump({"created": str(synthesizer_digest),
-                                                 "files": {"README.md": "changes", "synthesizer/model.safetensors":
+                                                 "checksums": {"README.md": "changes", "synthesizer/model.safetensors":
                                                            synthesizer_digest}}))
 
 
@@ -324,7 +324,7 @@ def test_archive_signature_ignores_what_a_repack_changes(tmp_path):
 
     fake_archive(tmp_path / "a.zip", "abc")
     (tmp_path / "unpacked").mkdir()
-    (tmp_path / "unpacked/meta.yaml").write_text(yaml.safe_dump({"files": {"synthesizer/model.safetensors": "abc",
+    (tmp_path / "unpacked/meta.yaml").write_text(yaml.safe_dump({"checksums": {"synthesizer/model.safetensors": "abc",
                                                                            "RESULTS.md": "x"}}))
     assert archive_signature(tmp_path / "a.zip") == archive_signature(tmp_path / "unpacked") == {
         "files": {"synthesizer/model.safetensors": "abc"}}

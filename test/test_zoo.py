@@ -3,6 +3,7 @@ import hashlib
 import os
 import stat
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,7 +70,8 @@ def add_listed_member(name, data=b"evil"):
     """An edit adding `name` and listing it in meta.yaml with a correct checksum."""
     def edit(members):
         meta = yaml.safe_load(members[zoo.META_NAME])
-        meta["files"][name] = hashlib.sha256(data).hexdigest()
+        meta["checksums"][name] = hashlib.sha256(data).hexdigest()
+        meta["files"][name] = name
         members[zoo.META_NAME] = yaml.safe_dump(meta).encode()
         members[name] = data
     return edit
@@ -80,14 +82,15 @@ def test_pack_layout_meta_and_model_card(archive, run_dir):
         names = set(zf.namelist())
         meta = yaml.safe_load(zf.read(zoo.META_NAME))
         card = zf.read("README.md").decode()
-        for name, checksum in meta["files"].items():
+        for name, checksum in meta["checksums"].items():
             assert hashlib.sha256(zf.read(name)).hexdigest() == checksum, name
         weights = safetensors.torch.load(zf.read("separator/model.safetensors"))
     assert names == {
         "meta.yaml", "README.md", "RESULTS.md", "separator/config.yaml", "separator/model.safetensors",
         "separator/normalize_conf.stats_file.npz",
     }
-    assert set(meta["files"]) == names - {"meta.yaml"}
+    assert set(meta["checksums"]) == names - {"meta.yaml"}
+    assert meta["files"] == {name: name for name in meta["checksums"]} and meta["yaml_files"] == {}  # espnet_model_zoo
     assert meta["format_version"] == zoo.FORMAT_VERSION
     assert set(meta["versions"]) >= {"sepalm_espnet", "espnet", "torch"}
     assert meta["components"]["separator"]["model"] == "separator/model.safetensors"
@@ -230,7 +233,7 @@ def test_pack_model_cli_packs_a_multi_component_system(system_files, tmp_path):
     root = zoo.unpack(run_dir / "exp/packed/sepalm.zip", tmp_path / "unpacked")
     meta = zoo.read_meta(root)
     assert list(meta["components"]) == ["separator", "kmeans", "corrector", "codec", "tokens"]
-    for name, checksum in meta["files"].items():
+    for name, checksum in meta["checksums"].items():
         assert zoo.sha256_file(root / name) == checksum, name
     kmeans = zoo.component_files(root, "kmeans")
     assert kmeans["centers"] == root / "kmeans/centers.npy"
@@ -477,3 +480,65 @@ def test_pickles_and_object_arrays_are_refused_whatever_their_name(run_dir):
     (run_dir / "words.txt").write_text("N.\nhello world\n")
     for name in ("plain.npy", "legacy.bin", "words.txt"):
         zoo.pack(run_dir / "ok.zip", {"extra": {"units": run_dir / name}})
+
+
+def test_espnet_model_zoo_unpacks_our_archive_and_from_pretrained_takes_its_files(separator_archive, tmp_path):
+    """pack -> espnet_model_zoo's unpack -> from_pretrained -> the same outputs as from the zip."""
+    from espnet_model_zoo.downloader import ModelDownloader
+
+    from sepalm_espnet.pipeline import SepALM, SeparatorModel
+
+    files = ModelDownloader(cachedir=tmp_path / "espnet_cache").unpack_local_file(str(separator_archive))
+    assert set(files) == set(zoo.read_meta(zoo.unpack(separator_archive, tmp_path / "ours"))["checksums"])
+    mixture = np.random.default_rng(0).standard_normal(4000).astype(np.float32) * 0.1
+    reference = SeparatorModel.from_pretrained(separator_archive, cache_dir=tmp_path / "cache").separate(mixture, 16000)
+    for model in (SeparatorModel.from_pretrained(files),
+                  SepALM.from_pretrained(files, mode=zoo.SEPARATOR_ONLY)):
+        outputs = model.separate(mixture, 16000)
+        outputs = [getattr(o, "waveform", o) for o in outputs]
+        assert all(np.array_equal(a, b) for a, b in zip(reference, outputs))
+    member = next(name for name in files if name.endswith("config.yaml"))
+    Path(files[member]).write_text(Path(files[member]).read_text() + "# edited\n")
+    with pytest.raises(zoo.ArchiveError, match="config.yaml fails its SHA-256 check"):
+        SeparatorModel.from_pretrained(files)
+    with pytest.raises(zoo.ArchiveError, match="not that member of an unpacked archive"):
+        zoo.resolve_pretrained({"separator/config.yaml": str(tmp_path / "elsewhere.yaml")})
+
+
+def hub_snapshot(cache, repo_id, unpacked):
+    """A Hugging Face hub cache entry as the hub client leaves it: blobs, links, refs/main."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "0" * 40
+    for path in unpacked.rglob("*"):
+        if path.is_file() and not path.name.startswith("."):
+            blob = repo / "blobs" / zoo.sha256_file(path)
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            blob.write_bytes(path.read_bytes())
+            link = repo / "snapshots" / commit / path.relative_to(unpacked)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir()
+    (repo / "refs/main").write_text(commit)
+    return repo / "snapshots" / commit
+
+
+def test_a_hub_repo_id_loads_offline_from_its_snapshot_and_through_espnet_model_zoo(separator_archive, tmp_path,
+                                                                                   monkeypatch):
+    from espnet_model_zoo.downloader import ModelDownloader
+    from huggingface_hub import constants
+
+    from sepalm_espnet.pipeline import SeparatorModel
+
+    cache = tmp_path / "hub"
+    snapshot = hub_snapshot(cache, "user/sepalm-mini", zoo.unpack(separator_archive, tmp_path / "ours"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    assert zoo.resolve_pretrained("user/sepalm-mini") == snapshot
+    mixture = np.random.default_rng(1).standard_normal(4000).astype(np.float32) * 0.1
+    reference = SeparatorModel.from_pretrained(separator_archive, cache_dir=tmp_path / "cache").separate(mixture, 16000)
+    by_id = SeparatorModel.from_pretrained("user/sepalm-mini").separate(mixture, 16000)
+    files = ModelDownloader(cachedir=cache).download_and_unpack("user/sepalm-mini")
+    by_files = SeparatorModel.from_pretrained(files).separate(mixture, 16000)
+    assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(reference, by_id, by_files))
+    with pytest.raises(FileNotFoundError, match="user/not-there: .*Hugging Face hub has no snapshot"):
+        zoo.resolve_pretrained("user/not-there")

@@ -49,7 +49,8 @@ class AlignerInference:
         return cls(model, int((args.model_conf or {}).get("fs", DEFAULT_FS)))
 
     @classmethod
-    def from_pretrained(cls, src: PathLike, device: str = "cpu", cache_dir: Optional[PathLike] = None) -> "AlignerInference":
+    def from_pretrained(cls, src: zoo.PretrainedSource, device: str = "cpu",
+                        cache_dir: Optional[PathLike] = None) -> "AlignerInference":
         """The `aligner` component of a packed archive (.zip) or its unpacked directory."""
         root = zoo.resolve_pretrained(src, cache_dir)
         files = zoo.loadable_files(root, zoo.ALIGNER_COMPONENT)
