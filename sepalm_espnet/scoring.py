@@ -76,7 +76,14 @@ from sepalm_espnet.metrics.separation import (
     write_scores,
 )
 from sepalm_espnet.metrics.speaker import SPEAKER_ENCODERS, build_speaker_encoder
-from sepalm_espnet.metrics.systems import PIPELINE_MODES, SET_FIELD, TRANSCRIPT_MODE, System, read_systems
+from sepalm_espnet.metrics.systems import (
+    PIPELINE_MODES,
+    SET_FIELD,
+    TRANSCRIPT_MODE,
+    System,
+    read_systems,
+    reference_template,
+)
 from sepalm_espnet.metrics.wer import WER_SUMMARY_FILE, corpus_wer
 from sepalm_espnet.pipeline import MODES, SepALM, measure_rtf
 from sepalm_espnet.zoo import META_NAME, read_meta, resolve_pretrained, supported_modes
@@ -522,17 +529,6 @@ def measure_rtfs(options: ScoringOptions, scored: Sequence[Tuple[System, SetInpu
             mark_done(score_dir, signature, [rtf.RTF_FILE], RTF_DONE_FILE)
 
 
-def reference_template(options: ScoringOptions, systems: Sequence[System]) -> str:
-    """--reference_dir, else the directory of the manifest's one separator_only system."""
-    if options.reference_dir is not None:
-        return options.reference_dir
-    dirs = sorted({str(Path(s.path).parent) for s in systems if s.mode == "separator_only"})
-    if len(dirs) != 1:
-        raise ValueError(f"{options.manifest}: {len(dirs)} separator_only system dirs {dirs}: give --reference_dir")
-    logger.info("references: %s (the separator_only system's dir)", dirs[0])
-    return dirs[0]
-
-
 def collect_results(systems: Sequence[System], test_sets: Sequence[str],
                     not_scored: Optional[Mapping[Tuple[str, str], str]] = None) -> Results:
     """Every system's metrics per test set; a system without finished scores is NotScored."""
@@ -593,7 +589,7 @@ def score_systems(options: ScoringOptions) -> Results:
     systems = read_systems(options.manifest)
     if not systems:
         raise ValueError(f"{options.manifest}: no systems")
-    template = reference_template(options, systems)
+    template = reference_template(options.reference_dir, systems, options.manifest)
     models = Models(options)
     pairs = [(system, SetInputs.of(options, template, test_set)) for test_set in options.test_sets
              for system in systems]

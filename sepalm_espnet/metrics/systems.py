@@ -24,7 +24,7 @@ import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, atomic_path
 
@@ -168,3 +168,15 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def reference_template(reference_dir: Optional[str], systems: Sequence[System], manifest: PathLike) -> str:
+    """`reference_dir` if given, else the directory of the manifest's one separator_only system
+    (stage 4's per-estimate dir: ref.scp, text)."""
+    if reference_dir is not None:
+        return reference_dir
+    dirs = sorted({str(Path(s.path).parent) for s in systems if s.mode == "separator_only"})
+    if len(dirs) != 1:
+        raise ValueError(f"{manifest}: {len(dirs)} separator_only system dirs {dirs}: give --reference_dir")
+    logger.info("references: %s (the separator_only system's dir)", dirs[0])
+    return dirs[0]

@@ -150,6 +150,21 @@ def test_stage_14_results_table_has_every_system(recipe):
     assert "RTF" in header and float(rows[systems[-1]][-1]) > 0  # the full system's RTF on 5 s inputs
 
 
+def test_stage_14_pages_play_every_system(recipe):
+    import html
+
+    from sepalm_espnet.metrics.systems import read_systems
+
+    page = html.unescape((recipe / "exp/demo/index.html").read_text())
+    speech = [s for s in read_systems(recipe / "exp/systems.tsv") if s.is_speech]
+    assert speech and all(f'data-system="{s.name}"' in page for s in speech)
+    players = page.count("<audio ")
+    assert players == 2 * (1 + 2 * (1 + len(speech)))  # 2 mixtures: mixture, references, each system's 2 speakers
+    assert len(list((recipe / "exp/demo/img").rglob("*.png"))) == players
+    for test in ("nmos", "smos"):
+        assert "hidden_reference" in (recipe / f"exp/mos/{test}.html").read_text()
+
+
 def test_stage_15_archive_separates_like_the_recipe(recipe):
     from sepalm_espnet.inference import SeparatorModel
 

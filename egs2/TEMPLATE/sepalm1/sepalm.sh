@@ -82,6 +82,8 @@ ali_inference_model=valid.loss.ave.pth  # checkpoint that aligns in stage 13
 sim_backend=resemblyzer         # speaker similarity: resemblyzer (GE2E, ships in its wheel) or wavlm
 sim_model=                      # wavlm: WavLMForXVector dir or hub id (paper: WavLM speaker verification)
 score_args=                     # extra bin/score_systems.py options, e.g. "--rtf_utterances 8"
+demo_utterances=8               # mixtures per test set on the demo page (exp/demo/index.html)
+mos_utterances=30               # segments of the NMOS/SMOS listening test pages (exp/mos/, paper: 30)
 
 # Packing (stage 15) and upload (stage 16)
 packed_name=                    # archive name (default: sepalm_<sep_tag>)
@@ -105,7 +107,8 @@ Stages:
   11  synthesizer inference: refined speech
   12  aligner training
   13  SepALM output of the test sets (aligned separated and refined speech)
-  14  scoring of every registered system: SI-SNRi SDRi PESQi ESTOIi WER SIM RTF -> RESULTS.md
+  14  scoring of every registered system: SI-SNRi SDRi PESQi ESTOIi WER SIM RTF -> RESULTS.md,
+      demo page and NMOS/SMOS listening-test pages
   15  pack a model-zoo archive
   16  upload to the Hugging Face hub (skipped unless --skip_upload_hf false)
 "
@@ -544,6 +547,12 @@ elif runs 14; then
         --device "${device}" --nj "${inference_nj}" "${_rtf[@]}" --output "${expdir}/RESULTS.md" "${score_args_list[@]}" \
         --metadata "date=$(date '+%Y-%m-%d')" "separator config=${sep_config}" "teacher and WER transcriber=${asr_backend} ${asr_model}"
     cat "${expdir}/RESULTS.md" >&2
+    # Pages made from the scores above, remade at every run: to hear and to rate the systems.
+    _pages=(--manifest "${expdir}/systems.tsv" --test_sets "${test_set_list[@]}" --mixture_dir "${dumpdir}/raw/{set}"
+        --reference_dir "${sep_exp}/decode/{set}" --overwrite true)
+    "${python}" -m sepalm_espnet.bin.make_demo "${_pages[@]}" --outdir "${expdir}/demo" --num_utterances "${demo_utterances}"
+    "${python}" -m sepalm_espnet.bin.make_mos "${_pages[@]}" --outdir "${expdir}/mos" --num_utterances "${mos_utterances}"
+    log "demo page: ${expdir}/demo/index.html; listening tests: ${expdir}/mos/{nmos,smos}.html (results: bin/mos_aggregate.py)"
 fi
 
 if runs 15; then
