@@ -135,7 +135,7 @@ def test_stage_14_results_table_has_every_system(recipe):
     assert "WER (GT, %)" in header and "SIM" in header
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")[1:]]
             for line in results.splitlines() if line.startswith("| ") and not line.startswith("| system")}
-    systems = [name for name in rows if name.startswith(("SepFormer", "SepALM"))]
+    systems = [name for name in rows if name.startswith(("Separator only", "SepALM"))]
     assert len(systems) == 3, rows.keys()
     for name in systems:
         float(rows[name][0])  # SI-SNRi
@@ -253,7 +253,7 @@ def test_a_packed_model_is_scored_on_the_test_sets_without_training(recipe, reci
     for row in rows.values():
         assert row[header.index("N")] == "2"
     recipe_header, recipe_rows = results_table(recipe / "exp/RESULTS.md")
-    (separator,) = [row for system, row in recipe_rows.items() if system.startswith("SepFormer")]
+    (separator,) = [row for system, row in recipe_rows.items() if system.startswith("Separator only")]
     # The archive's separator on the same dumped test set: stage 4's figures.
     for column in ("SI-SNRi (dB)", "SDRi (dB)"):
         assert rows[f"separator only ({name})"][header.index(column)] == separator[recipe_header.index(column)], column

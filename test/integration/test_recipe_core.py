@@ -80,3 +80,12 @@ def test_a_speechbrain_sepformer_is_imported_by_stage_3_and_fine_tuned_from(reci
     # A step or two of Adam moves each weight by about the learning rate; a training that did not
     # start from the import would be a whole random init away from it.
     assert 0 < moved < 0.01, f"one epoch from the imported weights moved them by up to {moved}"
+
+
+def test_a_baseline_separator_config_trains_in_stage_3_and_separates_in_stage_4(recipe, recipe_tools):
+    recipe_tools[1](recipe, ["--stage", "3", "--stop_stage", "4", *DATA, "--sep_config",
+                             "conf/tuning/train_sep_conv_tasnet_mini.yaml", "--sep_args", "--max_epoch 1 --batch_size 2"])
+    exp = recipe / "exp/sep_train_sep_conv_tasnet_mini"
+    assert (exp / "valid.si_snr_loss.ave.pth").is_file()
+    assert len(read_kv(exp / "decode/test/wav.scp")) == 2
+    assert "Separator only (train_sep_conv_tasnet_mini)\tseparator_only" in (recipe / "exp/systems.tsv").read_text()

@@ -274,7 +274,7 @@ if runs 4; then
     steps_run sepalm_espnet.bin.sep_inference --model_file "${sep_exp}/${sep_inference_model}" \
         --train_config "${sep_exp}/config.yaml" --fs "${fs}" --device "${device}" ${sep_inference_config:+--config "${sep_inference_config}"}
     steps_done
-    register_system "SepFormer (${sep_tag})" separator_only "${sep_exp}/decode/{set}/wav.scp"
+    register_system "Separator only (${sep_tag})" separator_only "${sep_exp}/decode/{set}/wav.scp"
 fi
 
 if runs 5; then
@@ -363,7 +363,7 @@ if runs 8; then
             --lm "${cor_cascade_lm}" --device "${device}"
     fi
     steps_done
-    register_system "Whisper on SepFormer output (${asr_backend} ${asr_model##*/})" transcript "${sep_exp}/decode/{set}/teacher/text_pt"
+    register_system "Whisper on the separator's output (${asr_backend} ${asr_model##*/})" transcript "${sep_exp}/decode/{set}/teacher/text_pt"
     register_system "Corrector ${cor_tag}/${cor_inference_tag}: preliminary" transcript "${cor_decode}/{set}/text_pt"
     register_system "Corrector ${cor_tag}/${cor_inference_tag}: corrected" transcript "${cor_decode}/{set}/text_ct"
 fi
