@@ -28,6 +28,7 @@ import soxr
 import torch
 import yaml
 from espnet2.enh.espnet_model import ESPnetEnhancementModel
+from tqdm import tqdm
 
 from sepalm_espnet import zoo
 from sepalm_espnet.aligner.inference import AlignerInference
@@ -399,7 +400,7 @@ def separate_entries(model: SepALM, entries: Mapping[str, str], where: PathLike,
     spk<n>.scp, text_pt_spk<n>, text_ct_spk<n> and status_spk<n> (the corrector's, per estimate)."""
     outdir = Path(outdir)
     tables: Dict[str, Dict[int, Dict[str, str]]] = {name: {} for name in ("spk", "text_pt_spk", "text_ct_spk", "status_spk")}
-    for key, value in entries.items():
+    for key, value in tqdm(entries.items(), desc="separate", unit="mixture", total=len(entries)):
         samples, fs = load_scp_audio(value, f"{where} (key {key})")
         speakers = model.separate(samples, fs)
         for n, (path, speaker) in enumerate(zip(write_speakers(outdir / "wavs", key, speakers, fs), speakers), start=1):

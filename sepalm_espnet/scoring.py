@@ -57,7 +57,7 @@ from sepalm_espnet.data.format import load_mono
 from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, atomic_path, read_kv, read_text, write_kv
 from sepalm_espnet.data.speakers import SPEAKER_KEY, unflatten
 from sepalm_espnet.corrector.generate import DecodeOptions
-from sepalm_espnet.metrics import rtf, speech
+from sepalm_espnet.metrics import figures, rtf, speech
 from sepalm_espnet.metrics.report import (
     METRIC_FILES,
     NotScored,
@@ -606,7 +606,10 @@ def score_systems(options: ScoringOptions) -> Results:
             not_scored[system.name, inputs.test_set] = reason
     measure_rtfs(options, scored, models)
     results = collect_results(systems, options.test_sets, not_scored)
-    write_results(options.output, results, columns_present(results), _run_metadata(options))
+    output = Path(options.output)
+    bar_chart = figures.results_bar_chart(results, output.parent / figures.IMAGES_DIR / f"{output.stem}_si_snri.png")
+    appendix = figures.figures_section(output, bar_chart, figures.training_curve_images(output.parent))
+    write_results(options.output, results, columns_present(results), _run_metadata(options), appendix)
     logger.info("results in %s", options.output)
     return results
 

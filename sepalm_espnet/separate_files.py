@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
+from tqdm import tqdm
+
 from sepalm_espnet.data.audio import read_audio
 from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, atomic_path, read_key_file, select_entries
 from sepalm_espnet.pipeline import SepALM, separate_entries, write_speakers
@@ -110,7 +112,7 @@ def separate_files(
     model = SepALM.from_pretrained(model_src, **model_options)
     if wav_scp:
         separate_entries(model, entries, wav_scp, outdir)
-    for item in files:
+    for item in tqdm(files, desc="separate", unit="file", disable=len(files) < 2):
         samples, fs = read_audio(item.path)
         speakers = model.separate(samples, fs)
         written = write_speakers(outdir, item.name, speakers, fs)

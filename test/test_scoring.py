@@ -134,6 +134,8 @@ def test_scores_speech_and_transcript_systems_then_skips_until_an_input_changes(
     assert f"- SepALM (x): not scored ({ALI_DECODE}/speech.scp not found)" in text
     assert text.startswith("# RESULTS\n\n- date: 2025-01-31\n- scoring: WER of output speech: none; SIM: none; RTF:")
     assert f"SepALM (x): {ALI_DECODE}/speech.scp not found: not scored on test" in caplog.messages
+    assert "![SI-SNRi per system](images/RESULTS_si_snri.png)" in text  # the bar chart beside it
+    assert (layout / "exp/images/RESULTS_si_snri.png").stat().st_size > 1000
 
     # A rerun computes nothing and says so in the words the recipe's test looks for.
     caplog.clear()

@@ -162,9 +162,9 @@ def _escape(text: str) -> str:
 
 
 def format_results(
-    results: Results, columns: Sequence[Column], metadata: Mapping[str, str]
+    results: Results, columns: Sequence[Column], metadata: Mapping[str, str], appendix: str = ""
 ) -> str:
-    """Markdown text; test sets and systems keep the caller's order."""
+    """Markdown text; test sets and systems keep the caller's order; `appendix` (Markdown) last."""
     lines = ["# RESULTS", ""]
     lines += [f"- {_escape(name)}: {_escape(value)}" for name, value in metadata.items()]
     for test_set, systems in results.items():
@@ -181,7 +181,7 @@ def format_results(
             lines.append(f"| {_escape(system)} | " + " | ".join(cells) + " |")
         if not_scored:
             lines += ["", f"Not scored on {_escape(test_set)}:", ""] + not_scored
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + appendix
 
 
 def write_results(
@@ -189,8 +189,9 @@ def write_results(
     results: Results,
     columns: Sequence[Column] = SEPARATION_COLUMNS,
     metadata: Optional[Mapping[str, str]] = None,
+    appendix: str = "",
 ) -> None:
     """Write atomically, so a killed stage never leaves half a RESULTS.md."""
-    text = format_results(results, columns, metadata or {})
+    text = format_results(results, columns, metadata or {}, appendix)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

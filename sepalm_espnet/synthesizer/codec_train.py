@@ -32,6 +32,7 @@ from dac.nn import loss as dac_loss
 
 from sepalm_espnet.data.format import load_mono
 from sepalm_espnet.data.kaldi_dir import PathLike, atomic_path, read_kv
+from sepalm_espnet.metrics.figures import IMAGES_DIR, plot_curves
 from sepalm_espnet.metrics.separation import pesq_or_nan, si_snr
 from sepalm_espnet.synthesizer.codec import CodecError, DacCodec, build_dac, save_dac
 
@@ -239,6 +240,7 @@ def train_codec(
         rng = np.random.default_rng(config["seed"])
         started = time.perf_counter()
         running: Dict[str, float] = {}
+        history: List[Dict[str, float]] = []
         for step in range(1, config["max_steps"] + 1):
             stats = trainer.step(random_crops(waves, config["batch_size"], segment, rng))
             for name, value in stats.items():
@@ -247,9 +249,12 @@ def train_codec(
                 count = step % config["log_interval"] or config["log_interval"]
                 summary = ", ".join(f"{name}={value / count:.4g}" for name, value in sorted(running.items()))
                 logger.info("step %d/%d (%.1f s): %s", step, config["max_steps"], time.perf_counter() - started, summary)
+                history.append({"step": step, **{name: value / count for name, value in running.items()}})
                 running = {}
         save_dac(trainer.model.cpu(), codec_path)
         logger.info("wrote %s", codec_path)
+        # Curves as ESPnet's trainer draws them for the other components (<exp>/images/).
+        plot_curves(history, out / IMAGES_DIR)
 
     if valid_wav_scp is not None:
         scores = round_trip_scores(DacCodec.from_pretrained(codec_path, device=device), valid_wav_scp)

@@ -72,6 +72,7 @@ def test_bin_trains_saves_scores_and_skips_a_finished_dir(tmp_path):
     assert yaml.safe_load((out / "config.yaml").read_text())["max_steps"] == 3
     scores = json.loads((out / "valid.json").read_text())
     assert scores["n_utterances"] == 1 and math.isfinite(scores["si_snr"])
+    assert {"loss.png", "mel_loss.png"} <= {p.name for p in (out / "images").glob("*.png")}  # as ESPnet draws them
 
     codec = DacCodec.from_pretrained(out / "codec.pth")
     assert (codec.sample_rate, codec.hop_length, codec.n_codebooks, codec.codebook_size) == (FS, 40, 2, 16)
