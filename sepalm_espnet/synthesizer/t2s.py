@@ -59,7 +59,7 @@ def units_of_text_file(
             [torch.tensor(ids[key]) for key in batch], batch_first=True, padding_value=PAD_ID
         ).to(device)
         lengths = torch.tensor([len(ids[key]) for key in batch], device=device)
-        generated, generated_lengths = model.generate(phonemes, lengths, options.max_length)
+        generated, generated_lengths = model.generate(phonemes, lengths, options.max_length, options.use_cache)
         for key, row, length in zip(batch, generated.cpu(), generated_lengths.cpu()):
             units[key] = row[: int(length)].tolist()
         logger.info("%s: %d of %d utterances", phonemes_path, len(units), len(keys))

@@ -11,6 +11,9 @@ length need not be T': the masked synthesizer stretches P to the T' frames of Ŝ
 Decoder vocabulary: units 0 .. U-1, end U, start U + 1 (the start is input-only). Training is
 teacher-forced cross-entropy over [units ; end]; inference is greedy until the end token or a
 maximum length. Positions are sinusoidal (layers.segment_positions), so any length works.
+Greedy decoding keeps each decoder layer's self-attention keys and values (and the projected
+memory) from step to step, so a step costs the same at any length (linear-time decoding; the
+uncached path, one full decoder pass per step, stays for the equality test).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from torch import nn
 
-from sepalm_espnet.synthesizer.layers import PAD_ID, lengths_to_mask, segment_positions
+from sepalm_espnet.synthesizer.layers import PAD_ID, KVCache, lengths_to_mask, segment_positions, sinusoidal_encoding
 
 IGNORE_ID = -100  # F.cross_entropy's ignore_index
 
@@ -36,6 +39,7 @@ class T2SDecodeOptions:
     max_length: Optional[int] = field(
         default=None, metadata={"help": "most units per utterance (not given: ceil(max_length_ratio * phonemes) + 10)"}
     )
+    use_cache: bool = field(default=True, metadata={"help": "keep keys/values between decoding steps (false: recompute)"})
 
     def __post_init__(self):
         if self.batch_size < 1 or (self.max_length is not None and self.max_length < 1):
@@ -91,6 +95,61 @@ class TextToSemantic(AbsESPnetModel):
         )
         return self.head(hidden)
 
+    def _heads(self, x: torch.Tensor, attention: nn.MultiheadAttention) -> torch.Tensor:
+        """(B, S, d) -> (B, heads, S, d / heads)."""
+        return x.reshape(x.size(0), x.size(1), attention.num_heads, -1).transpose(1, 2)
+
+    def memory_cache(self, memory: torch.Tensor) -> List[KVCache]:
+        """Each decoder layer's cross-attention keys and values of the memory, projected once."""
+        caches = []
+        for layer in self.transformer.decoder.layers:
+            _, w_k, w_v = layer.multihead_attn.in_proj_weight.chunk(3)
+            _, b_k, b_v = layer.multihead_attn.in_proj_bias.chunk(3)
+            attention = layer.multihead_attn
+            caches.append((self._heads(F.linear(memory, w_k, b_k), attention),
+                           self._heads(F.linear(memory, w_v, b_v), attention)))
+        return caches
+
+    def decode_step(
+        self,
+        tokens: torch.Tensor,
+        position: int,
+        memory_kv: Sequence[KVCache],
+        memory_padding: torch.Tensor,
+        cache: Optional[List[KVCache]] = None,
+    ) -> Tuple[torch.Tensor, List[KVCache]]:
+        """One greedy step: (B,) input ids at `position` -> (B, U + 1) logits and the grown cache.
+
+        The same computation as `decode` on the whole prefix (nn.TransformerDecoderLayer,
+        norm_first, in eval mode), with the earlier positions' keys and values reused.
+        """
+        x = self.unit_embedding(tokens)[:, None] + sinusoidal_encoding(
+            torch.tensor([position], device=tokens.device), self.d_model)
+        attend_memory = ~memory_padding[:, None, None, :]
+        grown = []
+        for index, layer in enumerate(self.transformer.decoder.layers):
+            attention = layer.self_attn
+            h = layer.norm1(x)
+            w_q, w_k, w_v = attention.in_proj_weight.chunk(3)
+            b_q, b_k, b_v = attention.in_proj_bias.chunk(3)
+            query = self._heads(F.linear(h, w_q, b_q), attention)
+            key = self._heads(F.linear(h, w_k, b_k), attention)
+            value = self._heads(F.linear(h, w_v, b_v), attention)
+            if cache is not None:
+                key = torch.cat([cache[index][0], key], dim=2)
+                value = torch.cat([cache[index][1], value], dim=2)
+            grown.append((key, value))
+            mixed = F.scaled_dot_product_attention(query, key, value)  # every cached position is earlier
+            x = x + layer.dropout1(attention.out_proj(mixed.transpose(1, 2).reshape(x.shape)))
+            cross = layer.multihead_attn
+            w_q, _, _ = cross.in_proj_weight.chunk(3)
+            b_q, _, _ = cross.in_proj_bias.chunk(3)
+            query = self._heads(F.linear(layer.norm2(x), w_q, b_q), cross)
+            mixed = F.scaled_dot_product_attention(query, *memory_kv[index], attn_mask=attend_memory)
+            x = x + layer.dropout2(cross.out_proj(mixed.transpose(1, 2).reshape(x.shape)))
+            x = x + layer._ff_block(layer.norm3(x))
+        return self.head(self.transformer.decoder.norm(x))[:, 0], grown
+
     def forward(
         self,
         phonemes: torch.Tensor,
@@ -128,6 +187,7 @@ class TextToSemantic(AbsESPnetModel):
         phonemes: torch.Tensor,
         phonemes_lengths: torch.Tensor,
         max_length: Optional[int] = T2SDecodeOptions.max_length,
+        use_cache: bool = T2SDecodeOptions.use_cache,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Greedy units: (B, T) ids (PAD_ID after each length) and the (B,) lengths.
 
@@ -135,6 +195,8 @@ class TextToSemantic(AbsESPnetModel):
         units (default: ceil(max_length_ratio * phonemes) + 10). Call it in eval mode.
         """
         memory, memory_padding = self.encode(phonemes, phonemes_lengths)
+        memory_kv = self.memory_cache(memory) if use_cache else None
+        cache = None
         batch = phonemes.size(0)
         limits = torch.ceil(phonemes_lengths.double() * self.max_length_ratio).long() + 10
         if max_length is not None:
@@ -145,7 +207,10 @@ class TextToSemantic(AbsESPnetModel):
         inputs = phonemes.new_full((batch, 1), self.start_id)
         generated: List[torch.Tensor] = []
         for step in range(int(limits.max())):
-            logits = self.decode(inputs, None, memory, memory_padding)[:, -1]
+            if use_cache:
+                logits, cache = self.decode_step(inputs[:, -1], step, memory_kv, memory_padding, cache)
+            else:
+                logits = self.decode(inputs, None, memory, memory_padding)[:, -1]
             if step == 0:  # at least one unit: an empty condition would mean "no text"
                 logits[:, self.end_id] = float("-inf")
             tokens = logits.argmax(dim=-1)

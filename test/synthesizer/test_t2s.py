@@ -75,3 +75,32 @@ def test_decode_options_batch_and_cap_the_units_file(trained, tmp_path):
     assert capped == {"a": UNITS["a"][:2], "b": UNITS["b"][:2]}
     with pytest.raises(ValueError, match="must be positive"):
         T2SDecodeOptions(batch_size=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cached_decoding_equals_recomputing_every_step(seed):
+    """An untrained model (no early end: every step runs) on a batch with padded phonemes."""
+    torch.manual_seed(seed)
+    token_list = TokenList.build(PHONEMES.values())
+    model = TextToSemantic(len(token_list), **{**TINY, "num_decoder_layers": 2}).eval()
+    phonemes, phoneme_lengths, _, _ = batch(token_list, ["a", "b"])
+    cached = model.generate(phonemes, phoneme_lengths, max_length=30, use_cache=True)
+    recomputed = model.generate(phonemes, phoneme_lengths, max_length=30, use_cache=False)
+    assert torch.equal(cached[0], recomputed[0]) and torch.equal(cached[1], recomputed[1])
+    # Step by step, the logits of the cached step are those of the full pass at that position.
+    memory, padding = model.encode(phonemes, phoneme_lengths)
+    inputs = torch.cat([torch.full((2, 1), model.start_id), cached[0].clamp(min=0)], dim=1)
+    with torch.no_grad():
+        full = model.decode(inputs, None, memory, padding)
+        memory_kv, cache = model.memory_cache(memory), None
+        for position in range(inputs.size(1)):
+            step, cache = model.decode_step(inputs[:, position], position, memory_kv, padding, cache)
+            torch.testing.assert_close(step, full[:, position], atol=1e-5, rtol=1e-5)
+
+
+def test_trained_model_decodes_the_same_with_and_without_the_cache(trained):
+    model, token_list, _ = trained
+    phonemes, phoneme_lengths, _, _ = batch(token_list, ["a", "b"])
+    for use_cache in (True, False):
+        units, lengths = model.generate(phonemes, phoneme_lengths, use_cache=use_cache)
+        assert lengths.tolist() == [5, 3] and units[0].tolist() == UNITS["a"]
