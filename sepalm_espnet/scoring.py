@@ -81,6 +81,7 @@ from sepalm_espnet.metrics.systems import (
     SET_FIELD,
     TRANSCRIPT_MODE,
     System,
+    SystemsInputs,
     read_systems,
     reference_template,
 )
@@ -109,16 +110,9 @@ def _none_if_empty(value: Optional[str]) -> Optional[str]:
 
 
 @dataclass
-class ScoringOptions:
+class ScoringOptions(SystemsInputs):
     """Options of bin/score_systems.py (one --<field> each; the defaults live here only)."""
 
-    manifest: str = field(default="exp/systems.tsv", metadata={
-        "help": "systems manifest: name<TAB>mode<TAB>path lines, {set} in path (metrics.systems)"})
-    test_sets: Tuple[str, ...] = field(default=("test",), metadata={"help": "test sets to score"})
-    mixture_dir: str = field(default="dump/raw/{set}", metadata={"help": "dir of the mixtures' wav.scp"})
-    reference_dir: Optional[str] = field(default=None, metadata={
-        "help": "flat separator decode dir with ref.scp, text and permutation, e.g. exp/sep_x/decode/{set}; "
-                "unset: the dir of the manifest's separator_only system"})
     teacher_text: Optional[str] = field(default=None, metadata={
         "help": "the teacher's transcripts of the references, flat keys; unset: "
                 "<reference_dir>/teacher/text_ct"})
@@ -144,17 +138,13 @@ class ScoringOptions:
     metadata: Tuple[str, ...] = field(default=(), metadata={"help": "KEY=VALUE lines at the top of RESULTS.md"})
 
     def __post_init__(self) -> None:
-        for name in ("reference_dir", "teacher_text", "asr_backend", "asr_model", "sim_backend", "sim_model",
+        super().__post_init__()
+        for name in ("teacher_text", "asr_backend", "asr_model", "sim_backend", "sim_model",
                      "rtf_archive", "rtf_corrector_config"):
             setattr(self, name, _none_if_empty(getattr(self, name)))
-        self.test_sets = tuple(self.test_sets)
         self.metadata = tuple(self.metadata)
-        if not self.test_sets or len(set(self.test_sets)) != len(self.test_sets):
-            raise ValueError(f"test_sets {list(self.test_sets)}: need at least one, each once")
-        for name in ("mixture_dir", "reference_dir", "teacher_text"):
-            value = getattr(self, name)
-            if value is not None and SET_FIELD not in value:
-                raise ValueError(f"{name} {value!r} has no {SET_FIELD} (it stands for the test set)")
+        if self.teacher_text is not None and SET_FIELD not in self.teacher_text:
+            raise ValueError(f"teacher_text {self.teacher_text!r} has no {SET_FIELD} (it stands for the test set)")
         if self.asr_backend is not None:
             if self.asr_backend not in ASR_TEACHERS:
                 raise ValueError(f"asr_backend {self.asr_backend!r}: choose from {sorted(ASR_TEACHERS)} or none")

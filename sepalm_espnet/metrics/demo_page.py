@@ -41,7 +41,14 @@ from sepalm_espnet.data.format import convert_audio, load_scp_audio
 from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, read_kv, read_text
 from sepalm_espnet.data.speakers import SPEAKER_KEY, unflatten
 from sepalm_espnet.metrics.separation import METRIC_NAMES, METRICS_FILE, read_scores
-from sepalm_espnet.metrics.systems import SET_FIELD, TRANSCRIPT_MODE, System, read_systems, reference_template
+from sepalm_espnet.metrics.systems import (
+    SET_FIELD,
+    TRANSCRIPT_MODE,
+    System,
+    SystemsInputs,
+    read_systems,
+    reference_template,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,31 +58,7 @@ MEL_FLOOR_DB = 80.0  # dynamic range shown: quieter bins are clipped to black
 
 
 @dataclass
-class PageInputs:
-    """The data options the demo and the listening-test pages share (the scoring stage's names)."""
-
-    manifest: str = field(default="exp/systems.tsv", metadata={
-        "help": "systems manifest: name<TAB>mode<TAB>path lines, {set} in path (metrics.systems)"})
-    test_sets: Tuple[str, ...] = field(default=("test",), metadata={"help": "test sets to show"})
-    mixture_dir: str = field(default="dump/raw/{set}", metadata={"help": "dir of the mixtures' wav.scp"})
-    reference_dir: Optional[str] = field(default=None, metadata={
-        "help": "flat separator decode dir with ref.scp and text, e.g. exp/sep_x/decode/{set}; "
-                "unset: the dir of the manifest's separator_only system"})
-
-    def __post_init__(self) -> None:
-        if self.reference_dir is not None and self.reference_dir.strip().lower() in ("", "none"):
-            self.reference_dir = None
-        self.test_sets = tuple(self.test_sets)
-        if not self.test_sets or len(set(self.test_sets)) != len(self.test_sets):
-            raise ValueError(f"test_sets {list(self.test_sets)}: need at least one, each once")
-        for name in ("mixture_dir", "reference_dir"):
-            value = getattr(self, name)
-            if value is not None and SET_FIELD not in value:
-                raise ValueError(f"{name} {value!r} has no {SET_FIELD} (it stands for the test set)")
-
-
-@dataclass
-class DemoOptions(PageInputs):
+class DemoOptions(SystemsInputs):
     """Options of bin/make_demo.py (one --<field> each; the defaults live here only)."""
 
     outdir: str = field(default="exp/demo", metadata={"help": "the demo folder (index.html, audio/, img/)"})
@@ -136,7 +119,7 @@ def _missing(what: str, path: Path, test_set: str) -> None:
     logger.warning("%s: %s not found on test set %s: shown as %s", what, path, test_set, NOT_AVAILABLE)
 
 
-def load_set(inputs: PageInputs, systems: Sequence[System], reference_dir: str, test_set: str) -> SetData:
+def load_set(inputs: SystemsInputs, systems: Sequence[System], reference_dir: str, test_set: str) -> SetData:
     mixtures_path = Path(inputs.mixture_dir.replace(SET_FIELD, test_set)) / "wav.scp"
     mixtures = read_kv(mixtures_path) if mixtures_path.is_file() else {}
     if not mixtures:
@@ -463,7 +446,7 @@ def script_json(value) -> str:
             .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
-def load_sets(inputs: PageInputs) -> List[SetData]:
+def load_sets(inputs: SystemsInputs) -> List[SetData]:
     systems = read_systems(inputs.manifest)
     reference_dir = reference_template(inputs.reference_dir, systems, inputs.manifest)
     return [load_set(inputs, systems, reference_dir, test_set) for test_set in inputs.test_sets]

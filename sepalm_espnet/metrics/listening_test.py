@@ -44,7 +44,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from sepalm_espnet.data.kaldi_dir import PathLike, atomic_path
 from sepalm_espnet.metrics.demo_page import (
     NOT_AVAILABLE,
-    PageInputs,
     SetData,
     load_sets,
     script_json,
@@ -52,6 +51,7 @@ from sepalm_espnet.metrics.demo_page import (
     staged_dir,
     write_pcm16,
 )
+from sepalm_espnet.metrics.systems import SystemsInputs
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ TITLES = {"nmos": "Naturalness (NMOS)", "smos": "Speaker similarity (SMOS)"}
 
 
 @dataclass
-class MosOptions(PageInputs):
+class MosOptions(SystemsInputs):
     """Options of bin/make_mos.py (one --<field> each; the defaults live here only)."""
 
     outdir: str = field(default="exp/mos", metadata={"help": "the test folder (nmos.html, smos.html, audio/)"})

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, atomic_path
 
@@ -180,3 +180,28 @@ def reference_template(reference_dir: Optional[str], systems: Sequence[System], 
         raise ValueError(f"{manifest}: {len(dirs)} separator_only system dirs {dirs}: give --reference_dir")
     logger.info("references: %s (the separator_only system's dir)", dirs[0])
     return dirs[0]
+
+
+@dataclass
+class SystemsInputs:
+    """Where a manifest's systems are read from on each test set: stage 14's scoring and its
+    pages take these options alike (one --<field> each; the defaults live here only)."""
+
+    manifest: str = field(default="exp/systems.tsv", metadata={
+        "help": "systems manifest: name<TAB>mode<TAB>path lines, {set} in path (metrics.systems)"})
+    test_sets: Tuple[str, ...] = field(default=("test",), metadata={"help": "test sets"})
+    mixture_dir: str = field(default="dump/raw/{set}", metadata={"help": "dir of the mixtures' wav.scp"})
+    reference_dir: Optional[str] = field(default=None, metadata={
+        "help": "flat separator decode dir with ref.scp, text and permutation, e.g. exp/sep_x/decode/{set}; "
+                "unset: the dir of the manifest's separator_only system"})
+
+    def __post_init__(self) -> None:
+        if self.reference_dir is not None and self.reference_dir.strip().lower() in ("", "none"):
+            self.reference_dir = None
+        self.test_sets = tuple(self.test_sets)
+        if not self.test_sets or len(set(self.test_sets)) != len(self.test_sets):
+            raise ValueError(f"test_sets {list(self.test_sets)}: need at least one, each once")
+        for name in ("mixture_dir", "reference_dir"):
+            value = getattr(self, name)
+            if value is not None and SET_FIELD not in value:
+                raise ValueError(f"{name} {value!r} has no {SET_FIELD} (it stands for the test set)")
