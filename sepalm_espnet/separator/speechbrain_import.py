@@ -12,7 +12,6 @@ checkpoint) that stage 4, SeparatorModel.from_pretrained and packing read like a
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import re
@@ -29,6 +28,7 @@ from sepalm_espnet.data.kaldi_dir import PathLike
 from sepalm_espnet.separator.registry import DEFAULT_CHECKPOINT, EnhancementTask
 from sepalm_espnet.separator.sepformer import sinusoidal_positions
 from sepalm_espnet.tasks.loading import read_state_dict
+from sepalm_espnet.zoo import sha256_file
 
 HPARAMS = "hyperparams.yaml"
 CHECKPOINTS = {"encoder": "encoder.ckpt", "masknet": "masknet.ckpt", "decoder": "decoder.ckpt"}
@@ -331,14 +331,6 @@ def fetch(src: str, cache_dir: Optional[PathLike] = None) -> Path:
     return Path(paths[0]).parent
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_all(out: Path, writers: Mapping[str, Callable[[Any], None]]) -> None:
     """Every file written under a hidden name first, then all renamed (config.yaml last): a
     failed import leaves no file a rerun or stage 4 would take for a finished one."""
@@ -403,7 +395,7 @@ def import_sepformer(
 
     provenance = {
         "source": src, "sample_rate": rate, "weights": len(mapped),
-        "files": {path.name: sha256(path) for path in [root / HPARAMS, *files.values()]},
+        "files": {path.name: sha256_file(path) for path in [root / HPARAMS, *files.values()]},
     }
     out.mkdir(parents=True, exist_ok=True)
     _write_all(out, {
