@@ -12,7 +12,8 @@ import (at module or function level) closes a cycle (test/test_imports.py checks
               (zoo.COMPONENTS: their files and the pipeline modes that need them)
     runtime   "load a trained X and run it": separator/registry.py, corrector/generate.py,
               corrector/cascade.py, synthesizer/resynthesize.py, synthesizer/t2s.py,
-              aligner/inference.py; they load through tasks/ (from files) or zoo (archives);
+              aligner/inference.py, separator/reseparation_inference.py; they load through
+              tasks/ (from files) or zoo (archives);
               separator/speechbrain_import.py turns a SpeechBrain checkpoint into a trained one
     pipeline  pipeline.py: SeparatorModel and SepALM, the whole system; scoring.py: stage 14's
               driver, which scores recipe outputs and times packed systems; evaluate.py:
@@ -47,6 +48,7 @@ LAYERS = (
         "sepalm_espnet.corrector.cascade",
         "sepalm_espnet.corrector.generate",
         "sepalm_espnet.separator.registry",
+        "sepalm_espnet.separator.reseparation_inference",
         "sepalm_espnet.separator.speechbrain_import",
         "sepalm_espnet.synthesizer.resynthesize",
         "sepalm_espnet.synthesizer.t2s",

@@ -29,8 +29,12 @@ from sepalm_espnet.corrector.prompt import CORRECTED_SPAN, PRELIMINARY_SPAN, PRO
 PAPER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
-class AudioLMCorrector(AbsESPnetModel):
-    """SpeechGPT-style corrector: units in, `Preliminary … Corrected … <eoa>` out (eq. 2-6)."""
+class LoRACausalLM(AbsESPnetModel):
+    """A causal LM, pretrained (frozen, LoRA adapters) or from scratch, as ESPnet sees a model.
+
+    Shared by the audio-LM corrector and the cascade's text corrector (ger_model), which differ
+    only in their prompt and loss (`forward`).
+    """
 
     def __init__(
         self,
@@ -48,7 +52,7 @@ class AudioLMCorrector(AbsESPnetModel):
     ):
         """
         Args:
-            vocab_size: len(tokenizer), unit tokens included; the LM's embeddings grow to it.
+            vocab_size: len(tokenizer) (e.g. unit tokens included); the LM's embeddings grow to it.
             lm_name_or_path: pretrained causal LM (directory or hub id). Exactly one of this
                 and `lm_config`.
             lm_config: LlamaConfig options of a model trained from scratch (vocab_size aside).
@@ -56,8 +60,7 @@ class AudioLMCorrector(AbsESPnetModel):
                 then decides the training dtype).
             use_lora: train LoRA adapters (plus the rows of tokens the base LM lacked);
                 false trains every parameter.
-            gradient_checkpointing: recompute activations in backward (long unit prompts on
-                a 7B LM).
+            gradient_checkpointing: recompute activations in backward (long prompts on a 7B LM).
             extract_feats_in_collect_stats: ESPnet reads this model_conf key to skip
                 building the model for --collect_stats; there are no features to collect.
         """
@@ -95,44 +98,6 @@ class AudioLMCorrector(AbsESPnetModel):
         self.lm = lm
         if use_lora and lm_name_or_path is not None:
             self._keep_pretrained_weights_out_of_state_dicts()
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        input_ids_lengths: torch.Tensor,
-        labels: torch.Tensor,
-        labels_lengths: torch.Tensor,
-        utt_id: Optional[List[str]] = None,
-    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
-        """Teacher-forced loss L_asr + L_ger; `utt_id` is what ESPnet's trainer adds to every batch."""
-        if not torch.equal(input_ids_lengths, labels_lengths):
-            raise ValueError("input_ids and labels of an utterance must have the same length")
-        positions = torch.arange(input_ids.size(1), device=input_ids.device)
-        attention_mask = (positions[None, :] < input_ids_lengths[:, None]).long()
-        logits = self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-
-        # Token t predicts token t + 1; only learned positions are scored (saves a float copy
-        # of the full vocabulary x sequence logits).
-        targets = labels[:, 1:]
-        spans = label_spans(targets)
-        learned = spans != PROMPT_SPAN
-        scored_logits = logits[:, :-1][learned].float()
-        token_nll = F.cross_entropy(scored_logits, targets[learned], reduction="none")
-        token_correct = (scored_logits.argmax(-1) == targets[learned]).float()
-        spans = spans[learned]
-
-        loss_asr = _span_mean(token_nll, spans == PRELIMINARY_SPAN, "preliminary")
-        loss_ger = _span_mean(token_nll, spans == CORRECTED_SPAN, "corrected")
-        loss = loss_asr + loss_ger
-        stats = dict(
-            loss=loss.detach(),
-            loss_asr=loss_asr.detach(),
-            loss_ger=loss_ger.detach(),
-            acc=token_correct.mean(),
-            acc_asr=_span_mean(token_correct, spans == PRELIMINARY_SPAN, "preliminary"),
-            acc_ger=_span_mean(token_correct, spans == CORRECTED_SPAN, "corrected"),
-        )
-        return force_gatherable((loss, stats, input_ids.size(0)), loss.device)
 
     def collect_feats(self, **batch: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Nothing to normalise: the inputs are token ids."""
@@ -175,6 +140,48 @@ class AudioLMCorrector(AbsESPnetModel):
             self.register_state_dict_post_hook(drop_frozen),
             self.register_load_state_dict_pre_hook(keep_frozen),
         ]
+
+
+class AudioLMCorrector(LoRACausalLM):
+    """SpeechGPT-style corrector: units in, `Preliminary … Corrected … <eoa>` out (eq. 2-6)."""
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        input_ids_lengths: torch.Tensor,
+        labels: torch.Tensor,
+        labels_lengths: torch.Tensor,
+        utt_id: Optional[List[str]] = None,
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
+        """Teacher-forced loss L_asr + L_ger; `utt_id` is what ESPnet's trainer adds to every batch."""
+        if not torch.equal(input_ids_lengths, labels_lengths):
+            raise ValueError("input_ids and labels of an utterance must have the same length")
+        positions = torch.arange(input_ids.size(1), device=input_ids.device)
+        attention_mask = (positions[None, :] < input_ids_lengths[:, None]).long()
+        logits = self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+        # Token t predicts token t + 1; only learned positions are scored (saves a float copy
+        # of the full vocabulary x sequence logits).
+        targets = labels[:, 1:]
+        spans = label_spans(targets)
+        learned = spans != PROMPT_SPAN
+        scored_logits = logits[:, :-1][learned].float()
+        token_nll = F.cross_entropy(scored_logits, targets[learned], reduction="none")
+        token_correct = (scored_logits.argmax(-1) == targets[learned]).float()
+        spans = spans[learned]
+
+        loss_asr = _span_mean(token_nll, spans == PRELIMINARY_SPAN, "preliminary")
+        loss_ger = _span_mean(token_nll, spans == CORRECTED_SPAN, "corrected")
+        loss = loss_asr + loss_ger
+        stats = dict(
+            loss=loss.detach(),
+            loss_asr=loss_asr.detach(),
+            loss_ger=loss_ger.detach(),
+            acc=token_correct.mean(),
+            acc_asr=_span_mean(token_correct, spans == PRELIMINARY_SPAN, "preliminary"),
+            acc_ger=_span_mean(token_correct, spans == CORRECTED_SPAN, "corrected"),
+        )
+        return force_gatherable((loss, stats, input_ids.size(0)), loss.device)
 
 
 def _embedding_rows(lm, token_ids: List[int]) -> Union[List[int], Dict[str, List[int]]]:

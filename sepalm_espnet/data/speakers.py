@@ -12,7 +12,7 @@ output back into spk<n> files for scoring.
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, Iterable, List, Mapping, Sequence
 
 from sepalm_espnet.data.kaldi_dir import DataDirError
 
@@ -22,6 +22,22 @@ SPEAKER_KEY = re.compile(r"^(?P<utt>.+)_spk(?P<n>[1-9][0-9]*)$")
 def speaker_key(utt: str, speaker: int) -> str:
     """Key of speaker `speaker` (1-based) of utterance `utt` in a flattened file."""
     return f"{utt}_spk{speaker}"
+
+
+def value_of_estimate(key: str, entries: Mapping[str, str], where: str) -> str:
+    """The entry of estimate `key` in a file keyed by estimate or by utterance (`<utt>` of
+    `<utt>_spk<n>`, e.g. a data dir's wav.scp of mixtures)."""
+    if key in entries:
+        return entries[key]
+    match = SPEAKER_KEY.match(key)
+    if match is None or match["utt"] not in entries:
+        raise DataDirError(f"{where}: no entry for '{key}' (neither it nor its utterance is a key)")
+    return entries[match["utt"]]
+
+
+def per_estimate(entries: Mapping[str, str], estimate_keys: Iterable[str], where: str) -> Dict[str, str]:
+    """`entries` (keyed by utterance) keyed like the estimates, for tasks that load them together."""
+    return {key: value_of_estimate(key, entries, where) for key in sorted(estimate_keys)}
 
 
 def reorder(

@@ -5,8 +5,8 @@ Stages 4, 8, 11 and 13 register what they produced, one tab-separated line per s
     name<TAB>mode<TAB>path
 
 - `name`: the RESULTS.md row (unique in the file);
-- `mode`: `separator_only`, `no_aligner` or `sepalm` (speech systems: `path` is a flat
-  per-estimate scp, keys `<utt>_spk<n>` in estimate order), or `transcript` (`path` is a flat
+- `mode`: `separator_only`, `no_aligner`, `sepalm`, `oracle` or `ablation` (speech systems:
+  `path` is a flat per-estimate scp, keys `<utt>_spk<n>` in estimate order), or `transcript` (`path` is a flat
   Kaldi text of transcripts; a `status` file beside it counts the corrector's fallbacks);
 - `path`: holds `{set}`, which stands for each test set name.
 
@@ -33,7 +33,10 @@ logger = logging.getLogger(__name__)
 PIPELINE_MODES = ("separator_only", "no_aligner", "sepalm")  # as pipeline.MODES: RTF is measured per mode
 # Speech made from the references (the oracle ladder's rungs): scored like a system, never timed.
 ORACLE_MODE = "oracle"
-SPEECH_MODES = PIPELINE_MODES + (ORACLE_MODE,)
+# Speech of a paper ablation that no packed system runs (e.g. Table 3 (a), re-separation):
+# scored like a system, not timed.
+ABLATION_MODE = "ablation"
+SPEECH_MODES = PIPELINE_MODES + (ORACLE_MODE, ABLATION_MODE)
 TRANSCRIPT_MODE = "transcript"
 MODES = SPEECH_MODES + (TRANSCRIPT_MODE,)
 SET_FIELD = "{set}"

@@ -163,24 +163,34 @@ class SepFormerSeparator(AbsSeparator):
         return masked, ilens, others
 
     def split_chunks(self, sequence: torch.Tensor) -> torch.Tensor:
-        """(B, D, frames) -> (B, D, chunk_size, num_chunks), hop chunk_size / 2.
-
-        Half a chunk of zeros on both sides makes every frame covered by exactly two chunks. The
-        right end is padded as SpeechBrain pads it (1 to chunk_size more frames, to a whole number
-        of chunks): the inter-chunk attention and the norms see every padded chunk, so the
-        amount of padding is part of the model.
-        """
-        hop = self.chunk_size // 2
-        frames = sequence.size(-1)
-        tail = self.chunk_size - (hop + frames % self.chunk_size) % self.chunk_size
-        padded = nn.functional.pad(sequence, (hop, hop + tail))
-        return padded.unfold(-1, self.chunk_size, hop).transpose(2, 3)
+        """(B, D, frames) -> (B, D, chunk_size, num_chunks): module-level split_chunks."""
+        return split_chunks(sequence, self.chunk_size)
 
     def overlap_add(self, chunks: torch.Tensor, frames: int) -> torch.Tensor:
-        """Inverse of split_chunks up to the factor 2: sums the two chunks covering each frame."""
-        batch, dim, chunk_size, num_chunks = chunks.shape
-        hop = chunk_size // 2
-        first_halves = chunks[:, :, :hop].transpose(2, 3).reshape(batch, dim, num_chunks * hop)
-        second_halves = chunks[:, :, hop:].transpose(2, 3).reshape(batch, dim, num_chunks * hop)
-        summed = nn.functional.pad(first_halves, (0, hop)) + nn.functional.pad(second_halves, (hop, 0))
-        return summed[:, :, hop : hop + frames]
+        """Inverse of split_chunks up to the factor 2: module-level overlap_add."""
+        return overlap_add(chunks, frames)
+
+
+def split_chunks(sequence: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """(B, D, frames) -> (B, D, chunk_size, num_chunks), hop chunk_size / 2.
+
+    Half a chunk of zeros on both sides makes every frame covered by exactly two chunks. The
+    right end is padded as SpeechBrain pads it (1 to chunk_size more frames, to a whole number
+    of chunks): the inter-chunk attention and the norms see every padded chunk, so the
+    amount of padding is part of the model.
+    """
+    hop = chunk_size // 2
+    frames = sequence.size(-1)
+    tail = chunk_size - (hop + frames % chunk_size) % chunk_size
+    padded = nn.functional.pad(sequence, (hop, hop + tail))
+    return padded.unfold(-1, chunk_size, hop).transpose(2, 3)
+
+
+def overlap_add(chunks: torch.Tensor, frames: int) -> torch.Tensor:
+    """Inverse of split_chunks up to the factor 2: sums the two chunks covering each frame."""
+    batch, dim, chunk_size, num_chunks = chunks.shape
+    hop = chunk_size // 2
+    first_halves = chunks[:, :, :hop].transpose(2, 3).reshape(batch, dim, num_chunks * hop)
+    second_halves = chunks[:, :, hop:].transpose(2, 3).reshape(batch, dim, num_chunks * hop)
+    summed = nn.functional.pad(first_halves, (0, hop)) + nn.functional.pad(second_halves, (hop, 0))
+    return summed[:, :, hop : hop + frames]

@@ -79,15 +79,16 @@ def test_faster_whisper_nbest_corrected_by_the_lm(fox_scp, tmp_path, monkeypatch
     assert len(hypotheses) == 3 and len(set(hypotheses)) == 3, hypotheses
     assert wer({"fox": SENTENCE}, {"fox": hypotheses[0]})[0] < 0.5, hypotheses
 
-    lm_dir = train_lm(tmp_path / "lm", build_ger_prompt(hypotheses), ANSWER)
-    counts = correct_nbests(GerCorrector(lm_dir), nbests, tmp_path / "out")
+    # The LM is prompted with the normalised hypotheses, as the `nbest` file holds them.
+    lm_dir = train_lm(tmp_path / "lm", build_ger_prompt([normalize_text(h) for h in hypotheses]), ANSWER)
+    counts = correct_nbests(GerCorrector.from_pretrained(lm_dir), nbests, tmp_path / "out")
     assert counts == {"parsed": 1, "fallback_preliminary": 0, "fallback_teacher": 0}
     assert read_text(tmp_path / "out/text_ct") == {"fox": normalize_text(ANSWER)}
     assert read_text(tmp_path / "out/text_pt") == {"fox": normalize_text(hypotheses[0])}
     assert read_text(tmp_path / "out/nbest") == {"fox": " ||| ".join(normalize_text(h) for h in hypotheses)}
 
     # Too short an answer budget for a line: the 1-best stands; nothing to correct: nothing asked.
-    short = GerCorrector(lm_dir, max_new_tokens=2).correct([hypotheses, ["", " ", ""]])
+    short = GerCorrector.from_pretrained(lm_dir, max_new_tokens=2).correct([hypotheses, ["", " ", ""]])
     best = normalize_text(hypotheses[0])
     assert short == [Correction(best, best, FALLBACK_PRELIMINARY), Correction("", "", FALLBACK_PRELIMINARY)]
 
@@ -133,3 +134,16 @@ def test_cli_openai_whisper_nbest_ranks_like_whisper_decode(tiny_whisper_checkpo
     merge_job_outputs(tmp_path, 1)  # the recipe's merger joins the nbest lists too
     assert read_text(tmp_path / "nbest") == read_text(tmp_path / "logdir/output.1/nbest")
     assert status in (PARSED, FALLBACK_PRELIMINARY)
+
+
+def test_cli_nbest_only_writes_the_training_nbests_without_an_lm(tiny_whisper_checkpoint, tmp_path):
+    """Table 3 (e)'s training data: the N-best lists alone, as a full cascade run writes them."""
+    audio = (0.1 * np.random.default_rng(1).standard_normal(FS)).astype(np.float32)
+    sf.write(tmp_path / "noise.wav", audio, FS)
+    write_kv(tmp_path / "wav.scp", {"noise": str(tmp_path / "noise.wav")})
+    asr = ["--backend", "whisper", "--model", str(tiny_whisper_checkpoint), "--wav_scp", str(tmp_path / "wav.scp")]
+    cascade_main([*asr, "--nbest_only", "true", "--output_dir", str(tmp_path / "nbest_only")])
+    assert sorted(path.name for path in (tmp_path / "nbest_only").iterdir()) == ["nbest"]
+
+    [hypotheses] = build_nbest_asr("whisper", str(tiny_whisper_checkpoint), nbest=3).transcribe_nbest([audio])
+    assert read_text(tmp_path / "nbest_only/nbest")["noise"].split(" ||| ") == [normalize_text(h) for h in hypotheses]

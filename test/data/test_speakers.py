@@ -43,3 +43,13 @@ def test_estimate_tables_apply_the_permutation_once():
     assert tables["ref.scp"] == {"a_spk1": "a_ref1", "a_spk2": "a_ref2", "b_spk1": "b_ref2", "b_spk2": "b_ref1"}
     assert tables["text"] == {"a_spk1": "one", "a_spk2": "two", "b_spk1": "", "b_spk2": "uno"}
     assert set(estimate_tables(estimates, {"a": (0, 1), "b": (0, 1)}, [], [], "perm")) == {"wav.scp"}
+
+
+def test_entries_keyed_by_utterance_are_given_to_each_estimate():
+    from sepalm_espnet.data.speakers import per_estimate
+
+    mixtures = {"u1": "a.wav", "u2": "b.wav"}
+    assert per_estimate(mixtures, ["u2_spk1", "u1_spk2", "u1_spk1"], "wav.scp") == {
+        "u1_spk1": "a.wav", "u1_spk2": "a.wav", "u2_spk1": "b.wav"}
+    with pytest.raises(DataDirError, match="wav.scp: no entry for 'u3_spk1'"):
+        per_estimate(mixtures, ["u3_spk1"], "wav.scp")

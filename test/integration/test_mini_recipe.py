@@ -273,6 +273,23 @@ def test_rerun_skips_finished_stages(recipe, recipe_tools):
     assert "moved to" not in proc.stderr and "Stage 3: separator" in proc.stderr
 
 
+def test_table_3_ablations_a_and_e_add_their_rows(recipe, recipe_tools):
+    """(a) re-separation from the corrected text instead of re-synthesis; (e) the cascade's LM
+    fine-tuned on the 3-best of the estimates: each a run of the same recipe, scored by stage 14."""
+    recipe_tools[1](recipe, ["--stage", "10", "--stop_stage", "11", *TINY, "--resep_args", "--max_epoch 1",
+                             "--resep_config", "conf/tuning/train_resep_sepformer_mini.yaml"])
+    recipe_tools[1](recipe, ["--stage", "7", "--stop_stage", "8", *TINY, "--cor_cascade_args", "--max_epoch 1",
+                             "--cor_cascade_config", "conf/tuning/train_ger_tinyllama_mini.yaml"])
+    recipe_tools[1](recipe, ["--stage", "14", "--stop_stage", "14", *TINY])
+    header, rows = results_table(recipe / "exp/RESULTS.md")
+    resep = rows["Re-separation from the corrected text (Table 3 a, train_resep_sepformer_mini)"]
+    float(resep[header.index("SI-SNRi (dB)")])
+    assert resep[header.index("N")] == "2"
+    cascade = rows["Corrector train_cor_tinyllama_mini/cascade_ft_train_ger_tinyllama_mini: corrected"]
+    float(cascade[header.index("WER (%)")])
+    assert (recipe / "exp/ger_train_ger_tinyllama_mini/valid.loss.ave.pth").is_file()
+
+
 def test_upload_stage_needs_a_repo(recipe, recipe_tools):
     with pytest.raises(AssertionError, match="stage 16 needs --hf_repo"):
         recipe_tools[1](recipe, ["--stage", "16", "--stop_stage", "16", "--skip_upload_hf", "false"])

@@ -56,7 +56,10 @@ cor_base_tokenizer=             # the pretrained LM's tokenizer (dir or hub id);
 cor_vocab_size=500              # SentencePiece vocabulary when training one
 cor_inference_model=valid.acc.ave.pth  # checkpoint that corrects in stage 8
 cor_inference_config=           # decoding options (e.g. conf/tuning/decode_cor_zero_shot.yaml, Table 3 h)
-cor_cascade_lm=                 # Table 3 (e/f): stage 8 runs Whisper N-best corrected by this causal LM dir instead
+cor_cascade_lm=                 # Table 3 (f): stage 8 runs Whisper N-best corrected by this causal LM dir instead
+cor_cascade_config=             # Table 3 (e): stage 7 fine-tunes that LM (bin/ger_train config) on the N-best of ŝ, stage 8 uses it
+cor_cascade_args=               # extra training options of the fine-tuned cascade LM
+cor_cascade_inference_model=valid.loss.ave.pth  # its checkpoint that corrects in stage 8
 
 # Codec and synthesizer (stages 9-11)
 codec=16khz                     # DAC release tag or weights file (paper: DAC 16 kHz, 12 codebooks x 1024)
@@ -71,6 +74,9 @@ t2s_config=                     # text-to-semantic config: set it for a synthesi
 t2s_tag=                        # experiment name (default: the config file's name)
 t2s_args=                       # extra training options
 t2s_inference_model=valid.acc.ave.pth  # checkpoint that predicts semantic units in stage 11
+resep_config=                   # Table 3 (a): stages 10-11 re-separate the mixture from each corrected transcript
+resep_args=                     # extra training options of the re-separation model
+resep_inference_model=valid.loss.ave.pth  # checkpoint that re-separates in stage 11
 
 # Aligner (stages 12, 13)
 ali_config=conf/train_ali.yaml  # aligner training config (model: stft_cnn)
@@ -142,6 +148,9 @@ if [ -z "${unit_kmeans}" ] && [[ ${cor_base_tokenizer,,} == *speechgpt* ]] && [ 
     fail "--cor_base_tokenizer ${cor_base_tokenizer}: SpeechGPT understands only the units of its own mHuBERT k-means; give it as --unit_kmeans (egs2/libri2mix_wham/sepalm1/run.sh says how to convert it) or fit a new one with --unit_kmeans_refit true"
 fi
 [ -z "${pretrained_model}" ] || skip_stages+=" 3 4 5 6 7 8 9 10 11 12 13 15 16"
+[ -z "${resep_config}" ] || [ -f "${resep_config}" ] || fail "--resep_config ${resep_config}: file not found"
+[ -z "${cor_cascade_config}" ] || [ -f "${cor_cascade_config}" ] || fail "--cor_cascade_config ${cor_cascade_config}: file not found"
+[ -z "${resep_config}" ] || skip_stages+=" 12 13 15 16"  # the ablation's row only: no aligner, nothing to pack
 for _dir in "${dumpdir}" "${expdir}"; do
     [[ ${_dir} =~ ^[A-Za-z0-9_./-]+$ ]] || fail "'${_dir}': use a directory path without spaces or special characters"
 done
@@ -158,6 +167,7 @@ ali_tag=${ali_tag:-$(config_tag "${ali_config}")}
 cor_inference_tag=default
 [ -z "${cor_inference_config}" ] || cor_inference_tag=$(config_tag "${cor_inference_config}")
 [ -z "${cor_cascade_lm}" ] || cor_inference_tag=cascade_$(basename "${cor_cascade_lm}")
+[ -z "${cor_cascade_config}" ] || cor_inference_tag=cascade_ft_$(config_tag "${cor_cascade_config}")
 codec_tag=$(basename "${codec}" .pth)
 [ -z "${codec_config}" ] || codec_tag=$(config_tag "${codec_config}")
 codec_file=${codec}
@@ -176,6 +186,9 @@ t2s_exp=${expdir}/t2s_${t2s_tag:-$([ -z "${t2s_config}" ] || config_tag "${t2s_c
 syn_decode=${syn_exp}/decode_${cor_tag}_${cor_inference_tag}
 t2s_decode=${t2s_exp}/decode_${cor_tag}_${cor_inference_tag}
 ali_exp=${expdir}/ali_${ali_tag}
+ger_exp=${expdir}/ger_$([ -z "${cor_cascade_config}" ] || config_tag "${cor_cascade_config}")
+nbest_name=nbest_${asr_backend}_$(basename "${asr_model}")
+resep_exp=${expdir}/resep_$([ -z "${resep_config}" ] || config_tag "${resep_config}")
 ali_decode=${ali_exp}/decode_${syn_tag}_${cor_tag}_${cor_inference_tag}
 token_list=${cor_decode}/phoneme_token_list.txt
 # Per-set dirs derived from the estimates live beside them: <decode>/<set>/{teacher,<units>,<tokens>}.
@@ -208,6 +221,11 @@ oracle_rungs() {
         done
         echo "${name} ${text} ${title}"
     done <<< $'gt_text text ground-truth text\nteacher_s teacher/text_ct the teacher\'s transcript of s'
+}
+# Re-separation (Table 3 a): the mixture of each estimate, its corrected phonemes, its reference.
+resep_data() {
+    echo "${sep_decode}/$1/mixtures/mix.scp,speech_mix,sound" "${cor_decode}/$1/g2p/phonemes,phonemes,text" \
+        "${sep_decode}/$1/ref.scp,speech_ref,sound"
 }
 # Aligner: ŝ, its refined s* and the matched reference s.
 ali_data() {
@@ -332,35 +350,62 @@ if runs 7; then
             --kmeans_dir "${kmeans_dir}" --output_dir "${cor_tokenizer}"
         step_done "${cor_tokenizer}" "${signature}"
     fi
-    log "Stage 7, step 2: corrector (${cor_config})"
-    read -ra _train <<< "$(cor_data "${train_set}")"
-    read -ra _valid <<< "$(cor_data "${valid_set}")"
-    _args=(--tokenizer_dir "${cor_tokenizer}")
-    train_task cor cor_train "${cor_config}" "${expdir}/cor_stats_${cor_tag}" "${cor_exp}" \
-        "${cor_inference_model}" input_ids _train _valid _args "${cor_args}"
+    if [ -z "${cor_cascade_config}" ]; then
+        log "Stage 7, step 2: corrector (${cor_config})"
+        read -ra _train <<< "$(cor_data "${train_set}")"
+        read -ra _valid <<< "$(cor_data "${valid_set}")"
+        _args=(--tokenizer_dir "${cor_tokenizer}")
+        train_task cor cor_train "${cor_config}" "${expdir}/cor_stats_${cor_tag}" "${cor_exp}" \
+            "${cor_inference_model}" input_ids _train _valid _args "${cor_args}"
+    else
+        log "Stage 7, step 2: ${asr_backend} ${asr_model} 3-best of the train and valid estimates (Table 3 e)"
+        steps_begin nbest
+        for dset in "${train_set}" "${valid_set}"; do
+            _est=${sep_decode}/${dset}/wav.scp
+            steps_add "${sep_decode}/${dset}/${nbest_name}" "inputs=$(files_sum "${_est}")" "${_est}" --wav_scp "${_est}"
+        done
+        steps_run sepalm_espnet.bin.cascade_correct --nbest_only true --backend "${asr_backend}" --model "${asr_model}" \
+            --device "${device}"
+        steps_done
+        log "Stage 7, step 3: the cascade's LM fine-tuned to write the teacher's transcript of s (${cor_cascade_config})"
+        _train=("${sep_decode}/${train_set}/${nbest_name}/nbest,nbest,text" "${sep_decode}/${train_set}/teacher/text_ct,text_ct,text")
+        _valid=("${sep_decode}/${valid_set}/${nbest_name}/nbest,nbest,text" "${sep_decode}/${valid_set}/teacher/text_ct,text_ct,text")
+        _args=(--tokenizer_dir "${cor_tokenizer}")
+        [ -z "${cor_cascade_lm}" ] || _args=(--tokenizer_dir "${cor_cascade_lm}" --model_conf "lm_name_or_path=${cor_cascade_lm}")
+        train_task ger ger_train "${cor_cascade_config}" "${expdir}/ger_stats_$(config_tag "${cor_cascade_config}")" \
+            "${ger_exp}" "${cor_cascade_inference_model}" input_ids _train _valid _args "${cor_cascade_args}"
+    fi
 fi
 
 if runs 8; then
     log "Stage 8: corrected transcripts of every set into ${cor_decode}"
+    _cascade=()  # cascade_correct's LM (Table 3 e/f); none: the audio-LM corrector
+    if [ -n "${cor_cascade_config}" ]; then
+        _cascade=(--lm_train_config "${ger_exp}/config.yaml" --lm_model_file "${ger_exp}/${cor_cascade_inference_model}")
+        _lm_sum=$(files_sum "${ger_exp}/${cor_cascade_inference_model}")
+    elif [ -n "${cor_cascade_lm}" ]; then
+        _cascade=(--lm "${cor_cascade_lm}")
+        _lm_sum=$(files_sum "${cor_cascade_lm}/config.json")
+    fi
     steps_begin correct
     for dset in "${all_sets[@]}"; do
         _units=${sep_decode}/${dset}/${units_name}/units
         _teacher=${sep_decode}/${dset}/teacher/text_pt
         _est=${sep_decode}/${dset}/wav.scp
-        if [ -z "${cor_cascade_lm}" ]; then
+        if [ ${#_cascade[@]} -eq 0 ]; then
             signature="model=$(files_sum "${cor_exp}/${cor_inference_model}") config=${cor_inference_config} inputs=$(files_sum "${_units}" "${_teacher}")"
             steps_add "${cor_decode}/${dset}" "${signature}" "${_units}" --units "${_units}" --teacher_text "${_teacher}"
         else
-            signature="cascade=${asr_backend}:${asr_model}+$(files_sum "${cor_cascade_lm}/config.json") inputs=$(files_sum "${_est}")"
+            signature="cascade=${asr_backend}:${asr_model}+${_lm_sum} inputs=$(files_sum "${_est}")"
             steps_add "${cor_decode}/${dset}" "${signature}" "${_est}" --wav_scp "${_est}"
         fi
     done
-    if [ -z "${cor_cascade_lm}" ]; then
+    if [ ${#_cascade[@]} -eq 0 ]; then
         steps_run sepalm_espnet.bin.cor_inference --train_config "${cor_exp}/config.yaml" \
             --model_file "${cor_exp}/${cor_inference_model}" --device "${device}" ${cor_inference_config:+--config "${cor_inference_config}"}
     else
         steps_run sepalm_espnet.bin.cascade_correct --backend "${asr_backend}" --model "${asr_model}" \
-            --lm "${cor_cascade_lm}" --device "${device}"
+            "${_cascade[@]}" --device "${device}"
     fi
     steps_done
     register_system "Whisper on the separator's output (${asr_backend} ${asr_model##*/})" transcript "${sep_exp}/decode/{set}/teacher/text_pt"
@@ -425,7 +470,22 @@ if runs 9; then
     "${python}" -m sepalm_espnet.bin.g2p --token_list_from "${cor_decode}/${train_set}/g2p/phonemes" --token_list_out "${token_list}"
 fi
 
-if runs 10; then
+if runs 10 && [ -n "${resep_config}" ]; then
+    for dset in "${train_set}" "${valid_set}"; do
+        signature="inputs=$(files_sum "${dumpdir}/raw/${dset}/wav.scp" "${sep_decode}/${dset}/wav.scp")"
+        if step_needed "${sep_decode}/${dset}/mixtures" "${signature}"; then
+            "${python}" -m sepalm_espnet.bin.estimate_mixtures --mixtures "${dumpdir}/raw/${dset}/wav.scp" \
+                --estimates "${sep_decode}/${dset}/wav.scp" --output "${sep_decode}/${dset}/mixtures/mix.scp"
+            step_done "${sep_decode}/${dset}/mixtures" "${signature}"
+        fi
+    done
+    log "Stage 10: re-separation model (Table 3 a: ${resep_config})"
+    read -ra _train <<< "$(resep_data "${train_set}")"
+    read -ra _valid <<< "$(resep_data "${valid_set}")"
+    _args=(--token_list "${token_list}")
+    train_task resep resep_train "${resep_config}" "${expdir}/resep_stats_$(config_tag "${resep_config}")" "${resep_exp}" \
+        "${resep_inference_model}" speech_mix _train _valid _args "${resep_args}"
+elif runs 10; then
     read -ra _train <<< "$(syn_data "${train_set}" | tr '\n' ' ')"
     read -ra _valid <<< "$(syn_data "${valid_set}" | tr '\n' ' ')"
     _args=(--token_list "${token_list}")
@@ -444,7 +504,21 @@ if runs 10; then
         "${syn_inference_model}" ref_tokens _train _valid _args "${syn_args}"
 fi
 
-if runs 11; then
+if runs 11 && [ -n "${resep_config}" ]; then
+    log "Stage 11: the test sets re-separated from each corrected transcript (Table 3 a)"
+    steps_begin reseparate
+    for dset in "${test_set_list[@]}"; do
+        _phonemes=${cor_decode}/${dset}/g2p/phonemes
+        signature="model=$(files_sum "${resep_exp}/${resep_inference_model}") inputs=$(files_sum "${_phonemes}" "${dumpdir}/raw/${dset}/wav.scp")"
+        steps_add "${resep_exp}/decode_${cor_tag}_${cor_inference_tag}/${dset}" "${signature}" "${_phonemes}" \
+            --phonemes "${_phonemes}" --mix_scp "${dumpdir}/raw/${dset}/wav.scp"
+    done
+    steps_run sepalm_espnet.bin.resep_inference --train_config "${resep_exp}/config.yaml" \
+        --model_file "${resep_exp}/${resep_inference_model}" --device "${device}"
+    steps_done
+    register_system "Re-separation from the corrected text (Table 3 a, ${resep_exp##*/resep_})" ablation \
+        "${resep_exp}/decode_${cor_tag}_${cor_inference_tag}/{set}/speech.scp"
+elif runs 11; then
     log "Stage 11: refined speech of every set into ${syn_decode}, of the test sets' oracle texts into ${syn_exp}/decode_oracle_*"
     # One decoding per set and text: "<set> <phonemes> <t2s dir> <output dir>".
     _decodings=()
@@ -534,7 +608,7 @@ if runs 14 && [ -n "${pretrained_model}" ]; then
 elif runs 14; then
     log "Stage 14: score every system of ${expdir}/systems.tsv on ${test_sets}"
     _rtf=()
-    if [ -e "${ali_exp}/${ali_inference_model}" ] && [ -z "${cor_cascade_lm}" ]; then
+    if [ -e "${ali_exp}/${ali_inference_model}" ] && [ -z "${cor_cascade_lm}${cor_cascade_config}" ]; then
         # RTF per component on 5 s inputs (paper §4.3) of the system as it would be packed.
         mkdir -p "${expdir}/rtf"
         "${python}" -m sepalm_espnet.bin.pack_model --out "${expdir}/rtf/sepalm.zip" "${packed_components[@]}" > /dev/null
