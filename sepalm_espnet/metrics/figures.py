@@ -80,9 +80,12 @@ def results_bar_chart(results: Results, path: PathLike, metric: str = "si_snri")
 
 
 def training_curve_images(expdir: PathLike) -> Dict[str, List[Path]]:
-    """{experiment dir name: its curve PNGs} of every `<expdir>/*/images/`, bookkeeping left out."""
+    """{experiment dir name: its curve PNGs} of every `<expdir>/*/images/` of a training (a dir
+    with the config.yaml ESPnet's trainer, or ours, writes), bookkeeping left out."""
     found: Dict[str, List[Path]] = {}
     for images in sorted(Path(expdir).glob(f"*/{IMAGES_DIR}")):
+        if not (images.parent / "config.yaml").is_file():
+            continue
         curves = sorted(p for p in images.glob("*.png") if not BOOKKEEPING.search(p.stem))
         if curves:
             found[images.parent.name] = curves

@@ -31,6 +31,9 @@ def test_the_section_links_the_bar_chart_and_each_experiment_s_curves(tmp_path):
                  "sep_x/images/optim0_lr0.png", "cor_y/images/acc.png", "cor_y/images/grad_norm.png"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         image.imsave(tmp_path / name, np.zeros((2, 2)))
+        (tmp_path / name).parents[1].joinpath("config.yaml").write_text("{}")
+    (tmp_path / "pretrained_x/images").mkdir(parents=True)  # an evaluation's own bar chart: no training
+    image.imsave(tmp_path / "pretrained_x/images/RESULTS_si_snri.png", np.zeros((2, 2)))
     curves = figures.training_curve_images(tmp_path)
     assert {k: [p.name for p in v] for k, v in curves.items()} == {
         "cor_y": ["acc.png"], "sep_x": ["loss.png", "si_snr_loss.png"]}
