@@ -132,6 +132,9 @@ class ScoringOptions(SystemsInputs):
         "help": "packed SepALM system (zip or unpacked dir): measure the RTF of every speech mode with it"})
     rtf_corrector_config: Optional[str] = field(default=None, metadata={
         "help": "corrector decoding config (YAML, e.g. zero_shot: true) of the RTF system"})
+    rtf_systems: Tuple[str, ...] = field(default=(), metadata={
+        "help": "the manifest rows the RTF archive makes (its separator-only, without-aligner and full "
+                "system); empty: every separator_only, no_aligner and sepalm row"})
     rtf_utterances: int = field(default=4, metadata={"help": "RTF over this many mixtures of each test set"})
     rtf_seconds: float = field(default=5.0, metadata={"help": "RTF inputs: mixtures cut or looped to this length"})
     output: str = field(default="exp/RESULTS.md", metadata={"help": "the RESULTS.md to write"})
@@ -143,6 +146,7 @@ class ScoringOptions(SystemsInputs):
                      "rtf_archive", "rtf_corrector_config"):
             setattr(self, name, _none_if_empty(getattr(self, name)))
         self.metadata = tuple(self.metadata)
+        self.rtf_systems = tuple(self.rtf_systems)
         if self.teacher_text is not None and SET_FIELD not in self.teacher_text:
             raise ValueError(f"teacher_text {self.teacher_text!r} has no {SET_FIELD} (it stands for the test set)")
         if self.asr_backend is not None:
@@ -490,7 +494,9 @@ def measure_rtfs(options: ScoringOptions, scored: Sequence[Tuple[System, SetInpu
     by_mode: Dict[Tuple[str, str], List[Path]] = collections.defaultdict(list)
     set_inputs: Dict[str, SetInputs] = {}
     for system, inputs in scored:
-        if system.mode in PIPELINE_MODES:  # an oracle row is made from the references, not by the system
+        # An oracle row is made from the references, another system's row by another system:
+        # neither gets this archive's RTF (a row keeps the rtf.json it has).
+        if system.mode in PIPELINE_MODES and (not options.rtf_systems or system.name in options.rtf_systems):
             by_mode[inputs.test_set, system.mode].append(system.score_dir(inputs.test_set))
             set_inputs[inputs.test_set] = inputs
     if not by_mode:
@@ -580,6 +586,9 @@ def score_systems(options: ScoringOptions) -> Results:
     if not systems:
         raise ValueError(f"{options.manifest}: no systems")
     template = reference_template(options.reference_dir, systems, options.manifest)
+    unknown = sorted(set(options.rtf_systems) - {system.name for system in systems})
+    if unknown:
+        raise ValueError(f"--rtf_systems: {unknown[0]!r} is not a system of {options.manifest}")
     models = Models(options)
     pairs = [(system, SetInputs.of(options, template, test_set)) for test_set in options.test_sets
              for system in systems]

@@ -274,6 +274,19 @@ def test_models_load_once_and_rtf_is_measured_once_per_mode(layout, caplog, monk
     assert not (layout / SEP_DECODE / "score/sim").exists()  # no stale SIM from the earlier run
     assert "SIM" not in table_rows(layout / "exp/RESULTS.md")[0]
 
+    # Rows another system made (a baseline separator, another synthesizer) never get this
+    # archive's RTF: only the rows it makes, named by --rtf_systems, are timed.
+    fake_archive(layout / "sepalm.zip", "ghi")
+    (layout / SEP_DECODE / "score/rtf.json").unlink()
+    score_systems(options(asr_backend="whisper", asr_model="base", rtf_archive="sepalm.zip", rtf_utterances=1,
+                          rtf_systems=(ALI[0],)))
+    assert not (layout / SEP_DECODE / "score/rtf.json").exists()
+    assert [mode for mode, *_ in built["measured"][-1:]] == ["sepalm"]
+    header, rows = table_rows(layout / "exp/RESULTS.md")
+    assert rows["SepFormer (x)"][-1] == "-" and rows["SepALM (x)"][-1] == "0.400"
+    with pytest.raises(ValueError, match=r"--rtf_systems: 'SepALM \(y\)' is not a system of exp/systems.tsv"):
+        score_systems(options(rtf_archive="sepalm.zip", rtf_systems=("SepALM (y)",), asr_backend=""))
+
 
 def test_mismatched_inputs_are_errors_naming_the_file(layout):
     original = read_kv(layout / SEP_DECODE / "wav.scp")

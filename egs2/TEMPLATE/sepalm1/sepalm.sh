@@ -196,6 +196,10 @@ sep_decode=${sep_exp}/decode
 units_name=units_$(basename "${kmeans_dir}")
 tokens_name=codec_${codec_tag}
 packed_archive=${expdir}/packed/${packed_name:-sepalm_${sep_tag}}.zip
+# The rows of RESULTS.md this run's system makes (stage 14 times exactly these with its archive).
+separator_row="Separator only (${sep_tag})"
+no_aligner_row="SepALM without aligner (${cor_tag}/${cor_inference_tag}, ${syn_tag})"
+sepalm_row="SepALM (${cor_tag}/${cor_inference_tag}, ${syn_tag}, ${ali_tag})"
 read -ra codec_args_list <<< "${codec_args}"
 read -ra score_args_list <<< "${score_args}"
 # Training examples of a set (one per estimate) as train_task's "file,name,type" triples.
@@ -292,7 +296,7 @@ if runs 4; then
     steps_run sepalm_espnet.bin.sep_inference --model_file "${sep_exp}/${sep_inference_model}" \
         --train_config "${sep_exp}/config.yaml" --fs "${fs}" --device "${device}" ${sep_inference_config:+--config "${sep_inference_config}"}
     steps_done
-    register_system "Separator only (${sep_tag})" separator_only "${sep_exp}/decode/{set}/wav.scp"
+    register_system "${separator_row}" separator_only "${sep_exp}/decode/{set}/wav.scp"
 fi
 
 if runs 5; then
@@ -557,7 +561,7 @@ elif runs 11; then
     while read -r _rung _ _title; do
         register_system "Synthesizer from ${_title} (oracle, ${syn_tag})" oracle "${syn_exp}/decode_oracle_${_rung}/{set}/speech.scp"
     done < <(oracle_rungs)
-    register_system "SepALM without aligner (${cor_tag}/${cor_inference_tag}, ${syn_tag})" no_aligner "${syn_decode}/{set}/speech.scp"
+    register_system "${no_aligner_row}" no_aligner "${syn_decode}/{set}/speech.scp"
 fi
 
 if runs 12; then
@@ -581,7 +585,7 @@ if runs 13; then
     steps_run sepalm_espnet.bin.ali_inference --train_config "${ali_exp}/config.yaml" \
         --model_file "${ali_exp}/${ali_inference_model}" --device "${device}"
     steps_done
-    register_system "SepALM (${cor_tag}/${cor_inference_tag}, ${syn_tag}, ${ali_tag})" sepalm "${ali_decode}/{set}/speech.scp"
+    register_system "${sepalm_row}" sepalm "${ali_decode}/{set}/speech.scp"
 fi
 
 # pack_model options of every component this run trained (the separator alone if the aligner
@@ -612,7 +616,8 @@ elif runs 14; then
         # RTF per component on 5 s inputs (paper §4.3) of the system as it would be packed.
         mkdir -p "${expdir}/rtf"
         "${python}" -m sepalm_espnet.bin.pack_model --out "${expdir}/rtf/sepalm.zip" "${packed_components[@]}" > /dev/null
-        _rtf=(--rtf_archive "${expdir}/rtf/sepalm.zip" ${cor_inference_config:+--rtf_corrector_config "${cor_inference_config}"})
+        _rtf=(--rtf_archive "${expdir}/rtf/sepalm.zip" --rtf_systems "${separator_row}" "${no_aligner_row}" "${sepalm_row}"
+            ${cor_inference_config:+--rtf_corrector_config "${cor_inference_config}"})
     fi
     "${python}" -m sepalm_espnet.bin.score_systems --manifest "${expdir}/systems.tsv" --test_sets "${test_set_list[@]}" \
         --mixture_dir "${dumpdir}/raw/{set}" --reference_dir "${sep_exp}/decode/{set}" \
