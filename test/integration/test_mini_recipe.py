@@ -263,7 +263,7 @@ def test_a_packed_model_is_scored_on_the_test_sets_without_training(recipe, reci
 def test_rerun_skips_finished_stages(recipe, recipe_tools):
     proc = recipe_tools[1](recipe, ["--stage", "1", "--stop_stage", "14", *TINY])
     for line in ("data is up to date, skipped", "dump/raw/train is up to date, skipped",
-                 "sep_stats_16000 is up to date, skipped", f"{SEP} is up to date, skipped",
+                 "sep_stats_train_sep_sepformer_mini_16000 is up to date, skipped", f"{SEP} is up to date, skipped",
                  "decode/test/teacher is up to date, skipped", "kmeans_logmel64 is up to date, skipped",
                  "cor_train_cor_tinyllama_mini is up to date, skipped", "decode_default/test is up to date, skipped",
                  "codec_train_codec_dac_mini is up to date, skipped", "syn_train_syn_ar_nar_mini is up to date, skipped",

@@ -83,9 +83,14 @@ def test_a_speechbrain_sepformer_is_imported_by_stage_3_and_fine_tuned_from(reci
 
 
 def test_a_baseline_separator_config_trains_in_stage_3_and_separates_in_stage_4(recipe, recipe_tools):
+    default = ["--stage", "3", "--stop_stage", "3", *DATA, "--sep_args", "--max_epoch 1 --batch_size 2"]
+    recipe_tools[1](recipe, default)
     recipe_tools[1](recipe, ["--stage", "3", "--stop_stage", "4", *DATA, "--sep_config",
                              "conf/tuning/train_sep_conv_tasnet_mini.yaml", "--sep_args", "--max_epoch 1 --batch_size 2"])
     exp = recipe / "exp/sep_train_sep_conv_tasnet_mini"
     assert (exp / "valid.si_snr_loss.ave.pth").is_file()
     assert len(read_kv(exp / "decode/test/wav.scp")) == 2
     assert "Separator only (train_sep_conv_tasnet_mini)\tseparator_only" in (recipe / "exp/systems.tsv").read_text()
+    # Each separator has its own shape statistics: the baseline left the default's experiment finished.
+    stderr = recipe_tools[1](recipe, default).stderr
+    assert "exp/sep_train_sep_sepformer_mini is up to date, skipped" in stderr and "moved to" not in stderr

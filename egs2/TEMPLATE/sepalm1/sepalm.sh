@@ -281,7 +281,7 @@ elif runs 3; then
     done
     _args=(--sample_rate "${fs}")
     [ -z "${sep_init}" ] || _args+=(--init_param "${sep_init}")
-    train_task sep sep_train "${sep_config}" "${expdir}/sep_stats_${fs}" "${sep_exp}" \
+    train_task sep sep_train "${sep_config}" "${expdir}/sep_stats_${sep_tag}_${fs}" "${sep_exp}" \
         "${sep_inference_model}" speech_mix _train _valid _args "${sep_args}"
 fi
 
