@@ -291,6 +291,18 @@ def test_table_3_ablations_a_and_e_add_their_rows(recipe, recipe_tools):
     assert (recipe / "exp/ger_train_ger_tinyllama_mini/valid.loss.ave.pth").is_file()
 
 
+def test_an_archive_of_other_components_is_kept_not_replaced(recipe, recipe_tools):
+    archive = recipe / "exp" / ARCHIVE
+    stderr = recipe_tools[1](recipe, ["--stage", "15", "--stop_stage", "15", *TINY]).stderr
+    assert "moved to" not in stderr  # the same system: packed again in place
+    before = archive.read_bytes()
+    stderr = recipe_tools[1](recipe, ["--stage", "15", "--stop_stage", "15", *TINY,
+                                      "--sep_inference_model", "1epoch.pth"]).stderr
+    assert f"exp/{ARCHIVE} was made with other inputs or options: moved to" in stderr
+    (aside,) = archive.parent.glob(f"{archive.name}.old.*")
+    assert aside.read_bytes() == before and archive.read_bytes() != before
+
+
 def test_upload_stage_needs_a_repo(recipe, recipe_tools):
     with pytest.raises(AssertionError, match="stage 16 needs --hf_repo"):
         recipe_tools[1](recipe, ["--stage", "16", "--stop_stage", "16", "--skip_upload_hf", "false"])

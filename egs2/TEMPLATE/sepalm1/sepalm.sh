@@ -637,7 +637,15 @@ fi
 if runs 15; then
     [ -f "${expdir}/RESULTS.md" ] || fail "${expdir}/RESULTS.md not found: run stage 14"
     log "Stage 15: pack ${packed_archive}"
+    # An archive of other components (another synthesizer, checkpoint, ...) is kept, not replaced.
+    _models=("${sep_exp}/${sep_inference_model}")
+    [ ! -e "${ali_exp}/${ali_inference_model}" ] || _models+=("${cor_exp}/${cor_inference_model}" "${syn_exp}/${syn_inference_model}" "${ali_exp}/${ali_inference_model}")
+    signature="components=${packed_components[*]} models=$(files_sum "${_models[@]}")"
+    if [ -f "${packed_archive}" ] && [ "$(cat "${packed_archive}.signature" 2>/dev/null)" != "${signature}" ]; then
+        move_aside "${packed_archive}"
+    fi
     "${python}" -m sepalm_espnet.bin.pack_model --out "${packed_archive}" "${packed_components[@]}" --results "${expdir}/RESULTS.md"
+    echo "${signature}" > "${packed_archive}.signature"
 fi
 
 if runs 16; then

@@ -46,7 +46,7 @@ is_done() { [ -f "$1/.done" ] && [ "$(cat "$1/.done")" = "$2" ]; }
 # A step's DIR never holds a step made before it in the run: moved aside with DIR, it would be lost.
 _step_dirs=()
 step_needed() {
-    local dir=$1 signature=$2 aside earlier
+    local dir=$1 signature=$2 earlier
     for earlier in "${_step_dirs[@]}"; do
         case ${earlier} in "${dir}"/*) fail "${earlier}, made before ${dir}, is inside it: put it beside ${dir}" ;; esac
     done
@@ -56,16 +56,21 @@ step_needed() {
         return 1
     fi
     if [ -f "${dir}/.signature" ] && [ "$(cat "${dir}/.signature")" != "${signature}" ]; then
-        aside=${dir}.old.$(date '+%Y%m%d-%H%M%S')
-        while [ -e "${aside}" ]; do aside=${aside}_; done
-        log "${dir} was made with other inputs or options: moved to ${aside}"
-        mv "${dir}" "${aside}"
+        move_aside "${dir}"
     fi
     rm -f "${dir}/.done"
     mkdir -p "${dir}/logdir"
     echo "${signature}" > "${dir}/.signature"
 }
 step_done() { echo "$2" > "$1/.done"; }
+# move_aside PATH: a file or dir made from other inputs or options, kept as PATH.old.<time>.
+move_aside() {
+    local aside
+    aside=$1.old.$(date '+%Y%m%d-%H%M%S')
+    while [ -e "${aside}" ]; do aside=${aside}_; done
+    log "$1 was made with other inputs or options: moved to ${aside}"
+    mv "$1" "${aside}"
+}
 
 # The inference/feature steps of a stage, one per set, run as ONE job array: each job pays the
 # Python and ESPnet start-up once for all sets (per set, it was most of the mini recipe's time).
