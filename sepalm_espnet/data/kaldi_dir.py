@@ -175,3 +175,21 @@ def spk2utt_to_utt2spk(spk2utt: Mapping[str, Iterable[str]]) -> Dict[str, str]:
 
 def write_spk2utt(path: PathLike, utt2spk: Mapping[str, str]) -> None:
     write_kv(path, {spk: " ".join(utts) for spk, utts in utt2spk_to_spk2utt(utt2spk).items()})
+
+
+def relocate_tables(old_dir: PathLike, new_dir: PathLike) -> List[Path]:
+    """After `old_dir` was renamed `new_dir`: its *.scp values that named files inside it (by
+    absolute or relative path) name them at `new_dir`, so the moved data stays self-consistent
+    instead of pointing at whatever a new run writes in its old place. Returns the tables changed."""
+    old_abs, new_abs = os.path.abspath(old_dir), os.path.abspath(new_dir)
+    prefixes = {os.path.normpath(str(old_dir)) + os.sep: os.path.normpath(str(new_dir)) + os.sep,
+                old_abs + os.sep: new_abs + os.sep}
+    changed = []
+    for table in sorted(Path(new_dir).rglob("*.scp")):
+        entries = read_kv(table, allow_empty_value=True)
+        moved = {key: next((new + value[len(old):] for old, new in prefixes.items() if value.startswith(old)), value)
+                 for key, value in entries.items()}
+        if moved != entries:
+            write_kv(table, moved, sort=False)
+            changed.append(table)
+    return changed

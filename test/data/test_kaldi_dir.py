@@ -1,5 +1,6 @@
 import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +132,17 @@ def test_windows_line_endings_are_read_as_before(tmp_path):
 def test_a_byte_order_mark_is_not_part_of_the_first_key(tmp_path):
     (tmp_path / "wav.scp").write_bytes("\ufeffa a.wav\n".encode("utf-8"))
     assert read_kv(tmp_path / "wav.scp") == {"a": "a.wav"}
+
+
+def test_relocated_tables_name_the_moved_files_and_leave_others(tmp_path, monkeypatch):
+    from sepalm_espnet.data.kaldi_dir import relocate_tables
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.old/sub").mkdir(parents=True)
+    write_kv(tmp_path / "d.old/sub/x.scp", {"a": f"{tmp_path}/d/w/a.wav", "b": "d/w/b.wav:12", "c": "/data/c.wav"})
+    write_kv(tmp_path / "d.old/text", {"a": "d/w/a.wav is not a table"})
+    assert relocate_tables("d", "d.old") == [Path("d.old/sub/x.scp")]
+    assert read_kv(tmp_path / "d.old/sub/x.scp") == {"a": f"{tmp_path}/d.old/w/a.wav", "b": "d.old/w/b.wav:12",
+                                                     "c": "/data/c.wav"}
+    assert read_kv(tmp_path / "d.old/text") == {"a": "d/w/a.wav is not a table"}
+    assert relocate_tables("d", "d.old") == []  # nothing left to move

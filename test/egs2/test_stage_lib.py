@@ -96,3 +96,18 @@ def test_a_changed_file_named_by_the_recipe_training_options_signs_the_training_
         assert bash(script, tmp_path).returncode != 0  # `false` as Python: the statistics job fails
         signatures.append((tmp_path / "stats/.signature").read_text())
     assert signatures[0] == signatures[1] and len(set(signatures)) == 3
+
+
+def test_a_step_moved_aside_keeps_tables_that_name_its_own_files(tmp_path):
+    (tmp_path / "elsewhere.wav").write_text("kept")
+    script = ("step_needed out/set sig1 && mkdir -p out/set/wav && echo first > out/set/wav/u1.wav && "
+              f"printf 'u1 {tmp_path}/out/set/wav/u1.wav\\nu2 out/set/wav/u1.wav\\nu3 {tmp_path}/elsewhere.wav\\n' "
+              "> out/set/wav.scp && step_done out/set sig1; "
+              "step_needed out/set sig2 && mkdir -p out/set/wav && echo second > out/set/wav/u1.wav")
+    run = bash(script, tmp_path)
+    assert run.returncode == 0, run.stderr
+    [aside] = tmp_path.glob("out/set.old.*")
+    table = read_kv(aside / "wav.scp")
+    assert table == {"u1": f"{aside}/wav/u1.wav", "u2": f"out/{aside.name}/wav/u1.wav", "u3": f"{tmp_path}/elsewhere.wav"}
+    assert Path(table["u1"]).read_text() == "first\n"  # the moved data, not the new run's
+    assert (tmp_path / table["u2"]).read_text() == "first\n"

@@ -70,6 +70,8 @@ move_aside() {
     while [ -e "${aside}" ]; do aside=${aside}_; done
     log "$1 was made with other inputs or options: moved to ${aside}"
     mv "$1" "${aside}"
+    # Its tables named its files where they were: a new run is about to write there.
+    [ ! -d "${aside}" ] || "${python}" -m sepalm_espnet.bin.relocate_tables --old "$1" --new "${aside}"
 }
 
 # The inference/feature steps of a stage, one per set, run as ONE job array: each job pays the
