@@ -81,11 +81,7 @@ class GerLoRAModel(LoRACausalLM):
         utt_id: Optional[List[str]] = None,
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
         """Teacher-forced cross-entropy of the target line; `utt_id` is what ESPnet's trainer adds."""
-        if not torch.equal(input_ids_lengths, labels_lengths):
-            raise ValueError("input_ids and labels of an utterance must have the same length")
-        positions = torch.arange(input_ids.size(1), device=input_ids.device)
-        attention_mask = (positions[None, :] < input_ids_lengths[:, None]).long()
-        logits = self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        logits = self.teacher_forced_logits(input_ids, input_ids_lengths, labels_lengths)
 
         targets = labels[:, 1:]  # token t predicts token t + 1
         learned = targets != IGNORE_INDEX

@@ -99,6 +99,15 @@ class LoRACausalLM(AbsESPnetModel):
         if use_lora and lm_name_or_path is not None:
             self._keep_pretrained_weights_out_of_state_dicts()
 
+    def teacher_forced_logits(self, input_ids: torch.Tensor, input_ids_lengths: torch.Tensor,
+                              labels_lengths: torch.Tensor) -> torch.Tensor:
+        """(B, L, V) logits of a padded batch, padding masked out; the loss is the subclass's."""
+        if not torch.equal(input_ids_lengths, labels_lengths):
+            raise ValueError("input_ids and labels of an utterance must have the same length")
+        positions = torch.arange(input_ids.size(1), device=input_ids.device)
+        attention_mask = (positions[None, :] < input_ids_lengths[:, None]).long()
+        return self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
     def collect_feats(self, **batch: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Nothing to normalise: the inputs are token ids."""
         return {}
@@ -154,11 +163,7 @@ class AudioLMCorrector(LoRACausalLM):
         utt_id: Optional[List[str]] = None,
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
         """Teacher-forced loss L_asr + L_ger; `utt_id` is what ESPnet's trainer adds to every batch."""
-        if not torch.equal(input_ids_lengths, labels_lengths):
-            raise ValueError("input_ids and labels of an utterance must have the same length")
-        positions = torch.arange(input_ids.size(1), device=input_ids.device)
-        attention_mask = (positions[None, :] < input_ids_lengths[:, None]).long()
-        logits = self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        logits = self.teacher_forced_logits(input_ids, input_ids_lengths, labels_lengths)
 
         # Token t predicts token t + 1; only learned positions are scored (saves a float copy
         # of the full vocabulary x sequence logits).
