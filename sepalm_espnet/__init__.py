@@ -3,7 +3,7 @@
 The package is layered; a module imports only from its own layer or those below it, and no
 import (at module or function level) closes a cycle (test/test_imports.py checks both):
 
-    model     data/, metrics/, utils/ and the model code of separator/, corrector/,
+    model     data/, metrics/, utils/ and the model code of separator/, slm_ss/, corrector/,
               synthesizer/, aligner/: tensors, files and algorithms; nothing here knows how
               a trained model is stored
     tasks     tasks/: each component as an ESPnet task; builds a model from its training
@@ -12,8 +12,8 @@ import (at module or function level) closes a cycle (test/test_imports.py checks
               (zoo.COMPONENTS: their files and the pipeline modes that need them)
     runtime   "load a trained X and run it": separator/registry.py, corrector/generate.py,
               corrector/cascade.py, synthesizer/resynthesize.py, synthesizer/t2s.py,
-              aligner/inference.py, separator/reseparation_inference.py; they load through
-              tasks/ (from files) or zoo (archives);
+              aligner/inference.py, separator/reseparation_inference.py, slm_ss/inference.py;
+              they load through tasks/ (from files) or zoo (archives);
               separator/speechbrain_import.py turns a SpeechBrain checkpoint into a trained one
     pipeline  pipeline.py: SeparatorModel and SepALM, the whole system; scoring.py: stage 14's
               driver, which scores recipe outputs and times packed systems; evaluate.py:
@@ -38,6 +38,7 @@ LAYERS = (
         "sepalm_espnet.data",
         "sepalm_espnet.metrics",
         "sepalm_espnet.separator",
+        "sepalm_espnet.slm_ss",
         "sepalm_espnet.synthesizer",
         "sepalm_espnet.utils",
     )),
@@ -50,6 +51,7 @@ LAYERS = (
         "sepalm_espnet.separator.registry",
         "sepalm_espnet.separator.reseparation_inference",
         "sepalm_espnet.separator.speechbrain_import",
+        "sepalm_espnet.slm_ss.inference",
         "sepalm_espnet.synthesizer.resynthesize",
         "sepalm_espnet.synthesizer.t2s",
     )),

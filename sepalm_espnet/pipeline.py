@@ -27,7 +27,6 @@ import numpy as np
 import soxr
 import torch
 import yaml
-from espnet2.enh.espnet_model import ESPnetEnhancementModel
 from tqdm import tqdm
 
 from sepalm_espnet import zoo
@@ -41,10 +40,12 @@ from sepalm_espnet.metrics.rtf import RtfMeter
 from sepalm_espnet.separator.long_audio import LongAudioSeparator, SegmentOptions
 from sepalm_espnet.separator.registry import (
     DEFAULT_CHECKPOINT,
-    build_enh_model,
-    enh_model_separate_fn,
-    min_input_samples,
+    DEFAULT_CHECKPOINTS,
+    LoadedSeparator,
+    load_separator,
+    separator_type,
 )
+from sepalm_espnet.slm_ss.model import SlmSsDecodeOptions
 from sepalm_espnet.synthesizer.codec import DacCodec
 from sepalm_espnet.synthesizer.g2p import WORD_BOUNDARY, G2p
 from sepalm_espnet.synthesizer.resynthesize import Resynthesizer, SynthesisOptions
@@ -113,8 +114,9 @@ def as_samples(audio: AudioInput, sample_rate: Optional[int]) -> Tuple[np.ndarra
     return samples, int(sample_rate)
 
 
-def separator_config_and_weights(root: Path, checkpoint: str) -> Tuple[Dict[str, Any], Path]:
-    """From an unpacked archive (meta.yaml) or an experiment directory (config.yaml)."""
+def separator_config_and_weights(root: Path, checkpoint: Optional[str]) -> Tuple[Dict[str, Any], Path]:
+    """From an unpacked archive (meta.yaml) or an experiment directory (config.yaml; checkpoint
+    None: the default of its separator type)."""
     if (root / zoo.META_NAME).is_file():
         files = zoo.loadable_files(root, zoo.SEPARATOR_COMPONENT)
         return zoo.load_component_config(root, zoo.SEPARATOR_COMPONENT), files[zoo.MODEL_ROLE]
@@ -123,48 +125,60 @@ def separator_config_and_weights(root: Path, checkpoint: str) -> Tuple[Dict[str,
         raise FileNotFoundError(
             f"{root}: neither an unpacked archive ({zoo.META_NAME}) nor an experiment (config.yaml)"
         )
-    weights = root / checkpoint
+    with open(config_path, encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    weights = root / (checkpoint or DEFAULT_CHECKPOINTS[separator_type(config)])
     if not weights.is_file():
         available = sorted(path.name for path in root.glob("*.pth"))
         raise FileNotFoundError(f"{weights} not found; checkpoints in {root}: {available}")
-    with open(config_path, encoding="utf-8") as f:
-        return yaml.safe_load(f), weights
+    return config, weights
 
 
 class SeparatorModel:
-    """A trained separator: any audio in (path, array, tensor; any rate, mono or multi-channel),
-    one float32 array per speaker out, at the input's rate and length.
+    """A trained separator (an ESPnet enh model such as SepFormer, or SLM-SS): any audio in
+    (path, array, tensor; any rate, mono or multi-channel), one float32 array per speaker out,
+    at the input's rate and length.
 
     Input longer than one segment is separated segment by segment (LongAudioSeparator), so
-    memory stays bounded whatever the length.
+    memory stays bounded whatever the length; the speaker order of consecutive segments is
+    matched on their overlap, for either kind.
     """
 
-    def __init__(self, model: ESPnetEnhancementModel, fs: int, segment: SegmentOptions = SegmentOptions()):
-        self.model = model
+    def __init__(self, loaded: LoadedSeparator, fs: int, segment: SegmentOptions = SegmentOptions()):
+        self.loaded = loaded
+        self.model = loaded.model
         self.fs = fs
-        self.num_spk = model.num_spk
-        self.long_audio = LongAudioSeparator(
-            enh_model_separate_fn(model), model.num_spk, fs, segment, min_samples=min_input_samples(model)
-        )
+        self.num_spk = loaded.num_spk
+        self.long_audio = LongAudioSeparator(loaded.separate, loaded.num_spk, fs, segment,
+                                             min_samples=loaded.min_samples)
 
     @classmethod
     def from_pretrained(
         cls,
         src: zoo.PretrainedSource,
-        checkpoint: str = DEFAULT_CHECKPOINT,
+        checkpoint: Optional[str] = None,
         device: str = "cpu",
         cache_dir: Optional[PathLike] = None,
         segment: SegmentOptions = SegmentOptions(),
+        slm_ss_options: SlmSsDecodeOptions = SlmSsDecodeOptions(),
     ) -> "SeparatorModel":
         """src: archive (.zip), unpacked archive directory, experiment directory, Hugging Face
         repo id, or espnet_model_zoo's files dict (zoo.resolve_pretrained); `checkpoint` names
-        the weights file in an experiment directory."""
+        the weights file in an experiment directory (default: valid.si_snr_loss.ave.pth for an
+        enh model, valid.loss.ave.pth for SLM-SS); `slm_ss_options`: SLM-SS's decoding."""
         root = zoo.resolve_pretrained(src, cache_dir)
         config, weights = separator_config_and_weights(root, checkpoint)
-        model = build_enh_model(config, weights, device)
-        fs = int(config["sample_rate"])
-        logging.info("separator from %s: %s at %d Hz, %d speakers", src, weights.name, fs, model.num_spk)
-        return cls(model, fs, segment)
+        loaded = load_separator(config, weights, device, slm_ss_options)
+        if loaded.fs is None and "sample_rate" not in config:
+            raise ValueError(f"{src}: the separator's config records no sample_rate")
+        fs = int(loaded.fs if loaded.fs is not None else config["sample_rate"])
+        logging.info("%s separator from %s: %s at %d Hz, %d speakers", loaded.kind, src, weights.name, fs, loaded.num_spk)
+        return cls(loaded, fs, segment)
+
+    @property
+    def statuses(self) -> Optional[List[str]]:
+        """SLM-SS: the status of each separator call so far (ok, or the length cap hit); else None."""
+        return self.loaded.statuses
 
     def separate(self, audio: AudioInput, sample_rate: Optional[int] = None) -> List[np.ndarray]:
         """sample_rate: required for arrays and tensors; a file's own rate is used otherwise."""

@@ -1,6 +1,7 @@
 """Stage 14: score every system of the manifest (metrics.systems) on every test set, then RESULTS.md.
 
-Inputs of a test set (the flat layout of stage 4: keys `<utt>_spk<n>`, n in estimate order):
+Inputs of a test set (the flat layout of stage 4: keys `<utt>_spk<n>`, n in reference order, so the
+per-estimate dirs of every separator share one ref.scp and text):
 
 - mixtures: `<mixture dir>/wav.scp` (keys `<utt>`);
 - references: `<reference dir>/ref.scp` (the clean source matched to each estimate by the
@@ -58,6 +59,7 @@ from sepalm_espnet.data.kaldi_dir import DataDirError, PathLike, atomic_path, re
 from sepalm_espnet.data.speakers import SPEAKER_KEY, unflatten
 from sepalm_espnet.corrector.generate import DecodeOptions
 from sepalm_espnet.metrics import figures, rtf, speech
+from sepalm_espnet.slm_ss.inference import STATUS_FILE as SEPARATOR_STATUS_FILE
 from sepalm_espnet.metrics.report import (
     METRIC_FILES,
     NotScored,
@@ -399,10 +401,19 @@ def score_speech_system(label: str, path: Path, score_dir: Path, inputs: SetInpu
         write_kv(score_dir / SIM_FILE, {key: f"{sim:.4f}" for key, sim in sims.items()})
         outputs.append(SIM_FILE)
         counts.update(sim_sum=sum(sims.values()), sim_count=len(sims))
-    if options.asr_backend is not None or options.sim_backend is not None:
+    separator_status = path.parent / SEPARATOR_STATUS_FILE
+    if separator_status.is_file():
+        counts["n_separator_capped"] = capped_count(separator_status)
+    if options.asr_backend is not None or options.sim_backend is not None or separator_status.is_file():
         speech.write_summary(score_dir, counts)
         outputs.append(speech.SPEECH_SUMMARY_FILE)
     return outputs
+
+
+def capped_count(separator_status: Path) -> int:
+    """Mixtures where any SLM-SS call hit its length cap (`key ok,capped_no_eos,...` per mixture)."""
+    return sum(any(status.startswith("capped") for status in value.split(","))
+               for value in read_kv(separator_status).values())
 
 
 def fallback_summary(status: Path, transcripts: Path, keys: Sequence[str]) -> Dict[str, Any]:
@@ -451,6 +462,7 @@ def _signature_of(system: System, path: Path, inputs: SetInputs, options: Scorin
         files.update(status=path.parent / STATUS_FILE, asr_status=status_path(path))
     else:
         files.update(references=inputs.references, mixtures=inputs.mixtures, permutation=inputs.permutation,
+                     separator_status=path.parent / SEPARATOR_STATUS_FILE,
                      references_done=inputs.references.parent / DONE_FILE)
         settings.update(asr=None if options.asr_backend is None else [options.asr_backend, options.asr_model],
                         sim=None if options.sim_backend is None else [options.sim_backend, options.sim_model])

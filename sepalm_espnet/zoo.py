@@ -131,7 +131,7 @@ class Component:
 
 COMPONENTS = (
     Component(SEPARATOR_COMPONENT, (CONFIG_ROLE, MODEL_ROLE), MODES,
-              "ESPnet enh model (SepFormer): mixture -> estimates ŝ"),
+              "ESPnet enh model (SepFormer), or SLM-SS with its codec: mixture -> estimates ŝ"),
     Component(KMEANS_COMPONENT, (CENTERS_ROLE, KMEANS_ROLE), REFINING_MODES,
               "clusters of speech features: ŝ -> units"),
     Component(CORRECTOR_COMPONENT, (CONFIG_ROLE, MODEL_ROLE), REFINING_MODES,

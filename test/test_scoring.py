@@ -346,3 +346,18 @@ def test_archive_signature_ignores_what_a_repack_changes(tmp_path):
     (tmp_path / "bad.zip").write_text("not a zip")
     with pytest.raises(DataDirError, match="bad.zip: not a packed system with meta.yaml"):
         archive_signature(tmp_path / "bad.zip")
+
+
+def test_separator_length_cap_hits_are_counted_per_mixture(layout):
+    """SLM-SS's stage 4 writes decode_status (each separator call's status per mixture): a
+    mixture with any capped call counts once, shown in RESULTS.md even without ASR or SIM."""
+    write_kv(f"{SEP_DECODE}/decode_status", {"m1": "ok,capped_no_sc", "m2": "ok"})
+    score_systems(options())
+    header, rows = table_rows(layout / "exp/RESULTS.md")
+    assert rows["SepFormer (x)"][header.index("separator length-cap hits")] == "1"
+    summary = json.loads((layout / SEP_DECODE / "score/speech_summary.json").read_text())
+    assert summary["n_separator_capped"] == 1 and summary["n_utterances"] == 2
+    write_kv(f"{SEP_DECODE}/decode_status", {"m1": "capped_no_eos", "m2": "capped_no_sc"})
+    score_systems(options())  # the status file signs the scores: a new one rescores
+    header, rows = table_rows(layout / "exp/RESULTS.md")
+    assert rows["SepFormer (x)"][header.index("separator length-cap hits")] == "2"

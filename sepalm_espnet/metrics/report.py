@@ -58,6 +58,9 @@ SPEECH_COLUMNS = (
     Column("sim", "SIM", "{:.3f}"),
     # Transcripts whose Whisper decoding looped to its token limit (asr_teacher.LENGTH_LIMIT).
     Column("n_asr_length_limit", "ASR token-limit hits", "{:.0f}"),
+    # Mixtures where SLM-SS's AR decoder hit its length cap (its `decode_status`; a speaker it
+    # never reached is silent).
+    Column("n_separator_capped", "separator length-cap hits", "{:.0f}"),
 )
 # The corrector's fallbacks (its `status` file: every value but `parsed`), of transcript rows.
 FALLBACK_COLUMNS = (

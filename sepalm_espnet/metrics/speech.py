@@ -29,7 +29,7 @@ from sepalm_espnet.metrics.speaker import SpeakerEncoder, cosine_similarity_scps
 SPEECH_SUMMARY_FILE = "speech_summary.json"
 SIM_FILE = "sim"
 COUNT_KEYS = ("wer_teacher_errors", "wer_teacher_words", "wer_gt_errors", "wer_gt_words", "sim_sum", "sim_count",
-              "n_utterances", "n_asr_length_limit")
+              "n_utterances", "n_asr_length_limit", "n_separator_capped")
 
 
 def hyp_text_name(n: int) -> str:

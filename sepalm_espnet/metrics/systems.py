@@ -6,7 +6,7 @@ Stages 4, 8, 11 and 13 register what they produced, one tab-separated line per s
 
 - `name`: the RESULTS.md row (unique in the file);
 - `mode`: `separator_only`, `no_aligner`, `sepalm`, `oracle` or `ablation` (speech systems:
-  `path` is a flat per-estimate scp, keys `<utt>_spk<n>` in estimate order), or `transcript` (`path` is a flat
+  `path` is a flat per-estimate scp, keys `<utt>_spk<n>` in reference order), or `transcript` (`path` is a flat
   Kaldi text of transcripts; a `status` file beside it counts the corrector's fallbacks);
 - `path`: holds `{set}`, which stands for each test set name.
 

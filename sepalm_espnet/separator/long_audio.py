@@ -242,11 +242,12 @@ def separate_scp(
     output_dir: PathLike,
     key_file: Optional[PathLike] = None,
     resample: bool = False,
+    after_each: Optional[Callable[[str], None]] = None,
 ) -> Dict[str, List[Path]]:
     """Separate every wav.scp entry (or those listed in `key_file`, for JOB splits).
 
     Writes <output_dir>/wavs/<key>_spk{n}.wav and sorted <output_dir>/spk{n}.scp; returns the
-    output paths per key.
+    output paths per key. `after_each(key)` runs after each entry (e.g. to collect its statuses).
     """
     entries = read_kv(wav_scp)
     keys = list(read_kv(key_file, allow_empty_value=True)) if key_file else list(entries)
@@ -262,6 +263,8 @@ def separate_scp(
         outputs[key] = [output_dir / "wavs" / f"{key}_spk{n + 1}.wav" for n in range(separator.num_spk)]
         logging.info("separating %s", key)
         separator.separate_file(audio_path, outputs[key], resample=resample)
+        if after_each is not None:
+            after_each(key)
     for n in range(separator.num_spk):
         write_kv(output_dir / f"spk{n + 1}.scp", {key: str(paths[n]) for key, paths in outputs.items()})
     return outputs

@@ -1,4 +1,6 @@
-"""Our separators in ESPnet's enh task: importing this module makes `separator: sepformer` work.
+"""The separator slot: our separators in ESPnet's enh task (importing this module makes
+`separator: sepformer` work), and `load_separator`, the one loader of any trained separator
+(an ESPnet enh model, or SLM-SS, the generative separator with its own task).
 
 ESPnet builds its argument parser (and the `--separator` choices) from
 `espnet2.tasks.enh.separator_choices`, so registration has to happen at import time, before
@@ -7,6 +9,7 @@ any parser is built; updating the dict again is harmless.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional, Tuple
 
 import torch
@@ -17,11 +20,17 @@ from espnet2.tasks.enh import EnhancementTask, separator_choices
 from sepalm_espnet.data.kaldi_dir import PathLike
 from sepalm_espnet.separator.long_audio import SeparateFn
 from sepalm_espnet.separator.sepformer import SepFormerSeparator
-from sepalm_espnet.tasks.loading import build_trained_model
+from sepalm_espnet.slm_ss.inference import SlmSsSeparation
+from sepalm_espnet.slm_ss.model import SlmSsDecodeOptions
+from sepalm_espnet.tasks.loading import ConfigSource, build_trained_model, read_train_config
 
 SEPARATORS = {"sepformer": SepFormerSeparator}
 # What ESPnet's trainer calls the average of the best checkpoints under our separator criterion.
 DEFAULT_CHECKPOINT = "valid.si_snr_loss.ave.pth"
+# The recipe's --separator_type values; an SLM-SS training config says `model: slm_ss`.
+ENH, SLM_SS = "enh", "slm_ss"
+# What ESPnet's trainer names the checkpoint average of each kind's best_model_criterion.
+DEFAULT_CHECKPOINTS = {ENH: DEFAULT_CHECKPOINT, SLM_SS: "valid.loss.ave.pth"}
 separator_choices.classes.update(SEPARATORS)
 
 
@@ -65,3 +74,46 @@ def enh_model_separate_fn(model: ESPnetEnhancementModel) -> SeparateFn:
         return [est * scale for est in estimates]
 
     return separate
+
+
+def separator_type(config: Mapping[str, Any]) -> str:
+    """ENH for an ESPnet enh training config (it names a `separator`), SLM_SS for SLM-SS's."""
+    if config.get("model") == SLM_SS:
+        return SLM_SS
+    if "separator" in config:
+        return ENH
+    raise ValueError("neither an ESPnet enh config (no `separator:`) nor an SLM-SS one (`model: slm_ss`)")
+
+
+@dataclass
+class LoadedSeparator:
+    """What segment-wise inference needs of any trained separator (`model`: its torch module).
+    `statuses`: one entry per call of a separator that can fail softly (SLM-SS's length cap),
+    else None."""
+
+    model: torch.nn.Module
+    separate: SeparateFn
+    num_spk: int
+    fs: Optional[int]
+    min_samples: int
+    kind: str
+    statuses: Optional[List[str]] = None
+
+
+def load_separator(
+    config: ConfigSource,
+    weights: PathLike,
+    device: str = "cpu",
+    slm_ss_options: SlmSsDecodeOptions = SlmSsDecodeOptions(),
+) -> LoadedSeparator:
+    """A trained separator of either kind from its training config (or the config.yaml beside
+    `weights`). fs: the model's rate when its config records one."""
+    config = read_train_config(config, weights)
+    if separator_type(config) == SLM_SS:
+        separation = SlmSsSeparation.from_files(config, weights, device, slm_ss_options)
+        return LoadedSeparator(separation.model, separation, separation.num_spk, separation.fs, 1, SLM_SS,
+                               separation.statuses)
+    model = build_enh_model(config, weights, device)
+    fs = config.get("sample_rate")
+    return LoadedSeparator(model, enh_model_separate_fn(model), model.num_spk, None if fs is None else int(fs),
+                           min_input_samples(model), ENH)

@@ -204,3 +204,18 @@ class DacCodec:
         shortfall = length - audio.shape[-1]
         # DAC's transposed convolutions lose a few trailing samples: pad those with silence.
         return torch.nn.functional.pad(audio, (0, shortfall)) if shortfall > 0 else audio[:, :length]
+
+
+def load_codec(source: PathLike, n_codebooks: Optional[int] = None, device: str = "cpu"):
+    """The codec slot's one registry: an EncodecCodec for a transformers EnCodec directory
+    (config.json with model_type "encodec") or a "facebook/encodec*" hub id, else a DacCodec
+    (release tag or DAC weights file). Both have the same interface; EnCodec's errors are
+    encodec.EncodecError, like CodecError a ValueError."""
+    from sepalm_espnet.synthesizer.encodec import EncodecCodec, is_encodec_source
+
+    if is_encodec_source(source):
+        return EncodecCodec.from_pretrained(source, n_codebooks=n_codebooks, device=device)
+    if Path(source).is_dir():
+        raise CodecError(f"{source}: a directory, but not a transformers EnCodec (no config.json with model_type "
+                         f"'encodec'); DAC checkpoints are weights files")
+    return DacCodec.from_pretrained(source, n_codebooks=n_codebooks, device=device)

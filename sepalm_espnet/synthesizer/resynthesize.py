@@ -13,6 +13,7 @@ codec decoding over the audio produced; the recipe's job merger adds JOB records
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -31,7 +32,7 @@ from sepalm_espnet.data.kaldi_dir import (
     write_kv,
 )
 from sepalm_espnet.synthesizer.ar_nar import ArNarSynthesizer
-from sepalm_espnet.synthesizer.codec import DacCodec
+from sepalm_espnet.synthesizer.codec import DacCodec, load_codec
 from sepalm_espnet.synthesizer.g2p import TokenList
 from sepalm_espnet.synthesizer.layers import SynthesisOptions
 from sepalm_espnet.synthesizer.masked import MaskedSynthesizer
@@ -108,10 +109,11 @@ class Resynthesizer:
         device: str = "cpu",
         options: SynthesisOptions = SynthesisOptions(),
     ) -> "Resynthesizer":
-        """codec: a DacCodec, a release tag ("16khz") or a DAC weights file."""
+        """codec: a loaded codec, or what codec.load_codec takes (DAC release tag or weights
+        file, EnCodec dir)."""
         model, token_list = load_synthesizer(train_config, model_file, device)
-        if not isinstance(codec, DacCodec):
-            codec = DacCodec.from_pretrained(codec, n_codebooks=model.num_codebooks, device=device)
+        if isinstance(codec, (str, os.PathLike)):
+            codec = load_codec(codec, n_codebooks=model.num_codebooks, device=device)
         return cls(model, codec, token_list, options)
 
     @property

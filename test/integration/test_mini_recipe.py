@@ -76,10 +76,12 @@ def test_stage_3_4_separate_every_set_with_a_permutation(recipe):
         assert set(flat) == {f"{key}_spk{n}" for key in mixtures for n in (1, 2)}
         references = read_kv(decode / "ref.scp")
         texts = read_text(decode / "text")
+        # Flat keys in reference order: <key>_spk<ref> holds reference <ref> and its matched estimate.
         for key, perm in permutation.items():
             for ref, est in enumerate(perm.split(), start=1):
-                assert references[f"{key}_spk{est}"] == read_kv(recipe / "dump/raw" / dset / f"spk{ref}.scp")[key]
-                assert texts[f"{key}_spk{est}"] == read_text(recipe / "dump/raw" / dset / f"text_spk{ref}")[key]
+                assert references[f"{key}_spk{ref}"] == read_kv(recipe / "dump/raw" / dset / f"spk{ref}.scp")[key]
+                assert texts[f"{key}_spk{ref}"] == read_text(recipe / "dump/raw" / dset / f"text_spk{ref}")[key]
+                assert flat[f"{key}_spk{ref}"] == read_kv(decode / f"spk{est}.scp")[key]
 
 
 def test_stage_5_6_teacher_transcripts_and_units(recipe):
@@ -301,6 +303,31 @@ def test_an_archive_of_other_components_is_kept_not_replaced(recipe, recipe_tool
     assert f"exp/{ARCHIVE} was made with other inputs or options: moved to" in stderr
     (aside,) = archive.parent.glob(f"{archive.name}.old.*")
     assert aside.read_bytes() == before and archive.read_bytes() != before
+
+
+SLM_SS = ["--separator_type", "slm_ss", "--sep_config", "conf/tuning/train_slm_ss_mini.yaml", "--system_tag", "slm_ss"]
+
+
+def test_slm_ss_and_its_sepalm_refinement_are_rows_beside_sepformer(recipe, recipe_tools):
+    """SLM-SS (generative separator) trained by stage 3 on codec tokens, its estimates through
+    stages 4-13 as a second system of the same expdir (--system_tag), both scored by stage 14."""
+    _, before = results_table(recipe / "exp/RESULTS.md")
+    stderr = recipe_tools[1](recipe, ["--stage", "3", "--stop_stage", "13", *TINY, *SLM_SS]).stderr
+    assert "moved to" not in stderr  # the SepFormer system's experiments are left as they are
+    assert "codec_train_codec_dac_mini is up to date, skipped" in stderr  # stage 3 reuses stage 9's codec
+    recipe_tools[1](recipe, ["--stage", "14", "--stop_stage", "14", *TINY])
+    header, rows = results_table(recipe / "exp/RESULTS.md")
+    separator = rows["Separator only (train_slm_ss_mini)"]
+    sepalm = rows["SepALM (train_cor_tinyllama_mini/default, train_syn_ar_nar_mini, train_ali_cnn_mini) [slm_ss]"]
+    for row in (separator, sepalm, rows["SepALM without aligner (train_cor_tinyllama_mini/default, "
+                                        "train_syn_ar_nar_mini) [slm_ss]"]):
+        float(row[header.index("SI-SNRi (dB)")])
+        assert row[header.index("N")] == "2"
+    assert int(separator[header.index("separator length-cap hits")]) >= 0  # counted, whatever it is
+    assert rows["Separator only (train_sep_sepformer_mini)"][:5] == before["Separator only (train_sep_sepformer_mini)"][:5]
+    statuses = read_kv(recipe / "exp/sep_train_slm_ss_mini/decode/test/decode_status")
+    assert statuses.keys() == read_kv(recipe / "dump/raw/test/wav.scp").keys()
+    assert (recipe / "exp/ali_train_ali_cnn_mini_slm_ss/valid.loss.ave.pth").is_file()
 
 
 def test_upload_stage_needs_a_repo(recipe, recipe_tools):

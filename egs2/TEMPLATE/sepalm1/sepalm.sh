@@ -28,13 +28,16 @@ fs=16000               # every stage works at this sample rate
 audio_format=wav       # wav or flac for dumped audio
 
 # Separator (stages 3, 4)
-sep_config=conf/train_sep.yaml  # ESPnet enh training config (separator: sepformer)
+separator_type=enh              # enh: an ESPnet enh model (SepFormer, ...); slm_ss: SLM-SS, generative separation over codec tokens
+sep_config=conf/train_sep.yaml  # training config: ESPnet enh (separator: sepformer) or, with slm_ss, model: slm_ss
 sep_tag=                        # experiment name (default: the config file's name)
 sep_args=                       # extra training options, e.g. "--max_epoch 1"
-sep_inference_model=valid.si_snr_loss.ave.pth  # checkpoint that separates in stage 4
-sep_inference_config=           # decoding options (segment_sec, hop_sec); empty: the library's defaults
+sep_inference_model=            # checkpoint that separates in stage 4 (empty: valid.si_snr_loss.ave.pth; slm_ss: valid.loss.ave.pth)
+sep_inference_config=           # decoding options (segment_sec, hop_sec; slm_ss: temperature, max_length_ratio, ...)
 sep_pretrained=                 # a SpeechBrain SepFormer (hub id or dir): stage 3 imports it instead of training
 sep_init=                       # stage 3 starts training from these weights (ESPnet --init_param), e.g. an import's
+system_tag=                     # a second separator refined in this expdir: names its own k-means, corrector, synthesizer,
+                                # aligner dirs (<dir>_<tag>) and RESULTS rows ("... [<tag>]"), e.g. slm_ss; empty: none
 
 # ASR teacher (stage 5): Whisper transcripts, the corrector's distillation targets
 asr_backend=whisper             # whisper (openai-whisper) or faster_whisper (CTranslate2)
@@ -102,7 +105,8 @@ help_message="Usage: $0 [options]
 Stages:
    1  local/data.sh: Kaldi data dirs (wav.scp, spk1.scp, spk2.scp, noise1.scp, text_spk1/2)
    2  format: resample to --fs, downmix, dump to ${dumpdir}/raw/<set>, utt2num_samples
-   3  separator: collect stats + train SepFormer (ESPnet enh task), or import one (--sep_pretrained)
+   3  separator: collect stats + train SepFormer (ESPnet enh task), or import one (--sep_pretrained);
+      --separator_type slm_ss: the codec, its tokens of the references, then SLM-SS (its own task)
    4  separator inference on every set + the per-estimate data dirs
    5  ASR teacher transcripts (Whisper greedy) of separated and clean speech
    6  speech units (HuBERT or log-mel features + k-means) of separated speech
@@ -134,6 +138,8 @@ if [ "${stage}" -lt 1 ] || [ "${stop_stage}" -gt 16 ] || [ "${stage}" -gt "${sto
     fail "--stage ${stage} --stop_stage ${stop_stage}: stages run from 1 to 16, in order"
 fi
 case "${audio_format}" in wav | flac) ;; *) fail "--audio_format ${audio_format}: wav or flac" ;; esac
+case "${separator_type}" in enh | slm_ss) ;; *) fail "--separator_type ${separator_type}: enh or slm_ss" ;; esac
+[ "${separator_type}" = enh ] || [ -z "${sep_pretrained}${sep_init}" ] || fail "--sep_pretrained and --sep_init are for --separator_type enh"
 case "${asr_backend}" in whisper | faster_whisper) ;; *) fail "--asr_backend ${asr_backend}: whisper or faster_whisper" ;; esac
 case "${unit_feature}" in hubert | logmel) ;; *) fail "--unit_feature ${unit_feature}: hubert or logmel" ;; esac
 case "${sim_backend}" in resemblyzer | wavlm) ;; *) fail "--sim_backend ${sim_backend}: resemblyzer or wavlm" ;; esac
@@ -161,6 +167,10 @@ device=cpu
 [ "${ngpu}" -eq 0 ] || device=cuda
 
 sep_tag=${sep_tag:-$(if [ -n "${sep_pretrained}" ]; then basename "${sep_pretrained}"; else config_tag "${sep_config}"; fi)}
+if [ -z "${sep_inference_model}" ]; then  # what ESPnet names the average under each kind's best_model_criterion
+    sep_inference_model=valid.si_snr_loss.ave.pth
+    [ "${separator_type}" = enh ] || sep_inference_model=valid.loss.ave.pth
+fi
 cor_tag=${cor_tag:-$(config_tag "${cor_config}")}
 syn_tag=${syn_tag:-$(config_tag "${syn_config}")}
 ali_tag=${ali_tag:-$(config_tag "${ali_config}")}
@@ -172,34 +182,37 @@ codec_tag=$(basename "${codec}" .pth)
 [ -z "${codec_config}" ] || codec_tag=$(config_tag "${codec_config}")
 codec_file=${codec}
 [ -z "${codec_config}" ] || codec_file=${expdir}/codec_${codec_tag}/codec.pth
-kmeans_dir=${unit_kmeans:-${expdir}/kmeans_${unit_feature}${unit_clusters}}
+_sys=${system_tag:+_${system_tag}}  # downstream dirs and rows of a second separator's system
+_of=${system_tag:+ [${system_tag}]}
+kmeans_dir=${unit_kmeans:-${expdir}/kmeans_${unit_feature}${unit_clusters}${_sys}}
 # A synthesizer with `condition: semantic` (the paper's masked one) learns from units of the
 # clean speech and decodes from units a text-to-semantic model predicts.
 uses_semantic() { [ -n "${t2s_config}" ]; }
 
 sep_exp=${expdir}/sep_${sep_tag}
-cor_exp=${expdir}/cor_${cor_tag}
-cor_tokenizer=${expdir}/tokenizer_${cor_tag}
+cor_exp=${expdir}/cor_${cor_tag}${_sys}
+cor_tokenizer=${expdir}/tokenizer_${cor_tag}${_sys}
 cor_decode=${cor_exp}/decode_${cor_inference_tag}
-syn_exp=${expdir}/syn_${syn_tag}
-t2s_exp=${expdir}/t2s_${t2s_tag:-$([ -z "${t2s_config}" ] || config_tag "${t2s_config}")}
+syn_exp=${expdir}/syn_${syn_tag}${_sys}
+t2s_exp=${expdir}/t2s_${t2s_tag:-$([ -z "${t2s_config}" ] || config_tag "${t2s_config}")}${_sys}
 syn_decode=${syn_exp}/decode_${cor_tag}_${cor_inference_tag}
 t2s_decode=${t2s_exp}/decode_${cor_tag}_${cor_inference_tag}
-ali_exp=${expdir}/ali_${ali_tag}
-ger_exp=${expdir}/ger_$([ -z "${cor_cascade_config}" ] || config_tag "${cor_cascade_config}")
+ali_exp=${expdir}/ali_${ali_tag}${_sys}
+ger_exp=${expdir}/ger_$([ -z "${cor_cascade_config}" ] || config_tag "${cor_cascade_config}")${_sys}
 nbest_name=nbest_${asr_backend}_$(basename "${asr_model}")
-resep_exp=${expdir}/resep_$([ -z "${resep_config}" ] || config_tag "${resep_config}")
+resep_exp=${expdir}/resep_$([ -z "${resep_config}" ] || config_tag "${resep_config}")${_sys}
 ali_decode=${ali_exp}/decode_${syn_tag}_${cor_tag}_${cor_inference_tag}
 token_list=${cor_decode}/phoneme_token_list.txt
 # Per-set dirs derived from the estimates live beside them: <decode>/<set>/{teacher,<units>,<tokens>}.
 sep_decode=${sep_exp}/decode
 units_name=units_$(basename "${kmeans_dir}")
 tokens_name=codec_${codec_tag}
+slm_ss_targets=${dumpdir}/${tokens_name}  # <set>/ref_tokens{1,2}.scp: SLM-SS's training targets
 packed_archive=${expdir}/packed/${packed_name:-sepalm_${sep_tag}}.zip
 # The rows of RESULTS.md this run's system makes (stage 14 times exactly these with its archive).
 separator_row="Separator only (${sep_tag})"
-no_aligner_row="SepALM without aligner (${cor_tag}/${cor_inference_tag}, ${syn_tag})"
-sepalm_row="SepALM (${cor_tag}/${cor_inference_tag}, ${syn_tag}, ${ali_tag})"
+no_aligner_row="SepALM without aligner (${cor_tag}/${cor_inference_tag}, ${syn_tag})${_of}"
+sepalm_row="SepALM (${cor_tag}/${cor_inference_tag}, ${syn_tag}, ${ali_tag})${_of}"
 read -ra codec_args_list <<< "${codec_args}"
 read -ra score_args_list <<< "${score_args}"
 # Training examples of a set (one per estimate) as train_task's "file,name,type" triples.
@@ -237,6 +250,27 @@ ali_data() {
     echo "${est}/wav.scp,speech_est,sound" "${syn_decode}/$1/speech.scp,speech_syn,sound" "${est}/ref.scp,speech_ref,sound"
 }
 
+# The codec (stage 9; stage 3 too with --separator_type slm_ss, whose targets are its tokens):
+# trained once with --codec_config, else the release or file --codec. Sets _codec_sum.
+prepare_codec() {
+    _codec_sum=${codec}
+    [ -n "${codec_config}" ] || return 0
+    local exp clean clean_valid signature
+    exp=$(dirname "${codec_file}")
+    clean=("${dumpdir}/raw/${train_set}/spk1.scp" "${dumpdir}/raw/${train_set}/spk2.scp")
+    clean_valid=${dumpdir}/raw/${valid_set}/spk1.scp
+    signature="config=$(files_sum "${codec_config}") args=${codec_args} data=$(files_sum "${clean[@]}" "${clean_valid}")"
+    if step_needed "${exp}" "${signature}"; then
+        log "Stage $1: train a DAC-architecture codec in ${exp} on clean speech (${codec_config})"
+        ${cuda_cmd} --gpu "${ngpu}" --num_threads "${train_num_threads}" "${exp}/train.log" \
+            "${python}" -m sepalm_espnet.bin.codec_train --config "${codec_config}" --device "${device}" \
+                --wav_scp "${clean[@]}" --valid_wav_scp "${clean_valid}" \
+                --output_dir "${exp}" "${codec_args_list[@]}"
+        step_done "${exp}" "${signature}"
+    fi
+    _codec_sum=$(files_sum "${codec_file}")
+}
+
 if runs 1; then
     signature="script=$(files_sum local/data.sh) options=${local_data_opts}"
     if step_needed data "${signature}"; then
@@ -270,6 +304,27 @@ if runs 3 && [ -n "${sep_pretrained}" ]; then
             --fs "${fs}" --model_name "${sep_inference_model}"
         step_done "${sep_exp}" "${signature}"
     fi
+elif runs 3 && [ "${separator_type}" = slm_ss ]; then
+    prepare_codec 3
+    log "Stage 3, step 1: codec tokens of the speakers' references (SLM-SS's targets)"
+    steps_begin slm_ss_targets
+    for dset in "${train_set}" "${valid_set}"; do
+        _data=${dumpdir}/raw/${dset}
+        signature="codec=${_codec_sum} inputs=$(files_sum "${_data}/spk1.scp" "${_data}/spk2.scp")"
+        steps_add "${slm_ss_targets}/${dset}" "${signature}" "${_data}/wav.scp" --wav_scp "${_data}/spk1.scp" "${_data}/spk2.scp"
+    done
+    steps_run sepalm_espnet.bin.codec_tokenize --codec "${codec_file}" --device "${device}" --output_names ref_tokens1 ref_tokens2
+    steps_done
+    log "Stage 3, step 2: SLM-SS (${sep_config})"
+    _train=("${dumpdir}/raw/${train_set}/wav.scp,speech_mix,sound")
+    _valid=("${dumpdir}/raw/${valid_set}/wav.scp,speech_mix,sound")
+    for _n in 1 2; do
+        _train+=("${slm_ss_targets}/${train_set}/ref_tokens${_n}.scp,ref_tokens${_n},kaldi_ark")
+        _valid+=("${slm_ss_targets}/${valid_set}/ref_tokens${_n}.scp,ref_tokens${_n},kaldi_ark")
+    done
+    _args=(--codec "${codec_file}")
+    train_task sep slm_ss_train "${sep_config}" "${expdir}/sep_stats_${sep_tag}_${fs}" "${sep_exp}" \
+        "${sep_inference_model}" speech_mix _train _valid _args "${sep_args}"
 elif runs 3; then
     log "Stage 3: separator (${sep_config})"
     _train=("${dumpdir}/raw/${train_set}/wav.scp,speech_mix,sound")
@@ -359,7 +414,7 @@ if runs 7; then
         read -ra _train <<< "$(cor_data "${train_set}")"
         read -ra _valid <<< "$(cor_data "${valid_set}")"
         _args=(--tokenizer_dir "${cor_tokenizer}")
-        train_task cor cor_train "${cor_config}" "${expdir}/cor_stats_${cor_tag}" "${cor_exp}" \
+        train_task cor cor_train "${cor_config}" "${expdir}/cor_stats_${cor_tag}${_sys}" "${cor_exp}" \
             "${cor_inference_model}" input_ids _train _valid _args "${cor_args}"
     else
         log "Stage 7, step 2: ${asr_backend} ${asr_model} 3-best of the train and valid estimates (Table 3 e)"
@@ -376,7 +431,7 @@ if runs 7; then
         _valid=("${sep_decode}/${valid_set}/${nbest_name}/nbest,nbest,text" "${sep_decode}/${valid_set}/teacher/text_ct,text_ct,text")
         _args=(--tokenizer_dir "${cor_tokenizer}")
         [ -z "${cor_cascade_lm}" ] || _args=(--tokenizer_dir "${cor_cascade_lm}" --model_conf "lm_name_or_path=${cor_cascade_lm}")
-        train_task ger ger_train "${cor_cascade_config}" "${expdir}/ger_stats_$(config_tag "${cor_cascade_config}")" \
+        train_task ger ger_train "${cor_cascade_config}" "${expdir}/ger_stats_$(config_tag "${cor_cascade_config}")${_sys}" \
             "${ger_exp}" "${cor_cascade_inference_model}" input_ids _train _valid _args "${cor_cascade_args}"
     fi
 fi
@@ -412,29 +467,13 @@ if runs 8; then
             "${_cascade[@]}" --device "${device}"
     fi
     steps_done
-    register_system "Whisper on the separator's output (${asr_backend} ${asr_model##*/})" transcript "${sep_exp}/decode/{set}/teacher/text_pt"
-    register_system "Corrector ${cor_tag}/${cor_inference_tag}: preliminary" transcript "${cor_decode}/{set}/text_pt"
-    register_system "Corrector ${cor_tag}/${cor_inference_tag}: corrected" transcript "${cor_decode}/{set}/text_ct"
+    register_system "Whisper on the separator's output (${asr_backend} ${asr_model##*/})${_of}" transcript "${sep_exp}/decode/{set}/teacher/text_pt"
+    register_system "Corrector ${cor_tag}/${cor_inference_tag}: preliminary${_of}" transcript "${cor_decode}/{set}/text_pt"
+    register_system "Corrector ${cor_tag}/${cor_inference_tag}: corrected${_of}" transcript "${cor_decode}/{set}/text_ct"
 fi
 
 if runs 9; then
-    if [ -n "${codec_config}" ]; then
-        _codec_exp=$(dirname "${codec_file}")
-        _clean=("${dumpdir}/raw/${train_set}/spk1.scp" "${dumpdir}/raw/${train_set}/spk2.scp")
-        _clean_valid=${dumpdir}/raw/${valid_set}/spk1.scp
-        signature="config=$(files_sum "${codec_config}") args=${codec_args} data=$(files_sum "${_clean[@]}" "${_clean_valid}")"
-        if step_needed "${_codec_exp}" "${signature}"; then
-            log "Stage 9: train a DAC-architecture codec in ${_codec_exp} on clean speech (${codec_config})"
-            ${cuda_cmd} --gpu "${ngpu}" --num_threads "${train_num_threads}" "${_codec_exp}/train.log" \
-                "${python}" -m sepalm_espnet.bin.codec_train --config "${codec_config}" --device "${device}" \
-                    --wav_scp "${_clean[@]}" --valid_wav_scp "${_clean_valid}" \
-                    --output_dir "${_codec_exp}" "${codec_args_list[@]}"
-            step_done "${_codec_exp}" "${signature}"
-        fi
-        _codec_sum=$(files_sum "${codec_file}")
-    else
-        _codec_sum=${codec}
-    fi
+    prepare_codec 9
     log "Stage 9, step 1: DAC tokens of the estimates and of their references"
     steps_begin tokenize
     for dset in "${all_sets[@]}"; do
@@ -456,7 +495,7 @@ if runs 9; then
     done
     steps_run sepalm_espnet.bin.codec_resynthesis --codec "${codec_file}" --device "${device}"
     steps_done
-    register_system "Codec resynthesis of s (oracle, ${codec_tag})" oracle "${sep_decode}/{set}/${tokens_name}_resynthesis/speech.scp"
+    register_system "Codec resynthesis of s (oracle, ${codec_tag})${_of}" oracle "${sep_decode}/{set}/${tokens_name}_resynthesis/speech.scp"
     log "Stage 9, step 3: phonemes of the corrected transcripts and of the test sets' oracle texts (token list from ${train_set})"
     steps_begin g2p
     for dset in "${all_sets[@]}"; do
@@ -487,7 +526,7 @@ if runs 10 && [ -n "${resep_config}" ]; then
     read -ra _train <<< "$(resep_data "${train_set}")"
     read -ra _valid <<< "$(resep_data "${valid_set}")"
     _args=(--token_list "${token_list}")
-    train_task resep resep_train "${resep_config}" "${expdir}/resep_stats_$(config_tag "${resep_config}")" "${resep_exp}" \
+    train_task resep resep_train "${resep_config}" "${expdir}/resep_stats_$(config_tag "${resep_config}")${_sys}" "${resep_exp}" \
         "${resep_inference_model}" speech_mix _train _valid _args "${resep_args}"
 elif runs 10; then
     read -ra _train <<< "$(syn_data "${train_set}" | tr '\n' ' ')"
@@ -499,12 +538,12 @@ elif runs 10; then
         _t2s_train=("${_train[2]}" "${_train[3]/,semantic,/,units,}")
         _t2s_valid=("${_valid[2]}" "${_valid[3]/,semantic,/,units,}")
         _t2s_args=(--token_list "${token_list}" --model_conf "unit_vocab_size=${_n_units}")
-        train_task t2s t2s_train "${t2s_config}" "${expdir}/t2s_stats_$(config_tag "${t2s_config}")" "${t2s_exp}" \
+        train_task t2s t2s_train "${t2s_config}" "${expdir}/t2s_stats_$(config_tag "${t2s_config}")${_sys}" "${t2s_exp}" \
             "${t2s_inference_model}" phonemes _t2s_train _t2s_valid _t2s_args "${t2s_args}"
         _args+=(--model_conf "semantic_vocab_size=${_n_units}")
     fi
     log "Stage 10: synthesizer (${syn_config})"
-    train_task syn syn_train "${syn_config}" "${expdir}/syn_stats_${syn_tag}" "${syn_exp}" \
+    train_task syn syn_train "${syn_config}" "${expdir}/syn_stats_${syn_tag}${_sys}" "${syn_exp}" \
         "${syn_inference_model}" ref_tokens _train _valid _args "${syn_args}"
 fi
 
@@ -520,7 +559,7 @@ if runs 11 && [ -n "${resep_config}" ]; then
     steps_run sepalm_espnet.bin.resep_inference --train_config "${resep_exp}/config.yaml" \
         --model_file "${resep_exp}/${resep_inference_model}" --device "${device}"
     steps_done
-    register_system "Re-separation from the corrected text (Table 3 a, ${resep_exp##*/resep_})" ablation \
+    register_system "Re-separation from the corrected text (Table 3 a, ${resep_exp##*/resep_})${_of}" ablation \
         "${resep_exp}/decode_${cor_tag}_${cor_inference_tag}/{set}/speech.scp"
 elif runs 11; then
     log "Stage 11: refined speech of every set into ${syn_decode}, of the test sets' oracle texts into ${syn_exp}/decode_oracle_*"
@@ -559,7 +598,7 @@ elif runs 11; then
         --model_file "${syn_exp}/${syn_inference_model}" --codec "${codec_file}" --device "${device}" ${syn_inference_config:+--config "${syn_inference_config}"}
     steps_done
     while read -r _rung _ _title; do
-        register_system "Synthesizer from ${_title} (oracle, ${syn_tag})" oracle "${syn_exp}/decode_oracle_${_rung}/{set}/speech.scp"
+        register_system "Synthesizer from ${_title} (oracle, ${syn_tag})${_of}" oracle "${syn_exp}/decode_oracle_${_rung}/{set}/speech.scp"
     done < <(oracle_rungs)
     register_system "${no_aligner_row}" no_aligner "${syn_decode}/{set}/speech.scp"
 fi
@@ -569,7 +608,7 @@ if runs 12; then
     read -ra _train <<< "$(ali_data "${train_set}")"
     read -ra _valid <<< "$(ali_data "${valid_set}")"
     _args=()
-    train_task ali ali_train "${ali_config}" "${expdir}/ali_stats_${ali_tag}" "${ali_exp}" \
+    train_task ali ali_train "${ali_config}" "${expdir}/ali_stats_${ali_tag}${_sys}" "${ali_exp}" \
         "${ali_inference_model}" speech_est _train _valid _args "${ali_args}"
 fi
 
@@ -615,8 +654,8 @@ elif runs 14; then
     if [ -e "${ali_exp}/${ali_inference_model}" ] && [ -z "${cor_cascade_lm}${cor_cascade_config}" ]; then
         # RTF per component on 5 s inputs (paper §4.3) of the system as it would be packed.
         mkdir -p "${expdir}/rtf"
-        "${python}" -m sepalm_espnet.bin.pack_model --out "${expdir}/rtf/sepalm.zip" "${packed_components[@]}" > /dev/null
-        _rtf=(--rtf_archive "${expdir}/rtf/sepalm.zip" --rtf_systems "${separator_row}" "${no_aligner_row}" "${sepalm_row}"
+        "${python}" -m sepalm_espnet.bin.pack_model --out "${expdir}/rtf/sepalm${_sys}.zip" "${packed_components[@]}" > /dev/null
+        _rtf=(--rtf_archive "${expdir}/rtf/sepalm${_sys}.zip" --rtf_systems "${separator_row}" "${no_aligner_row}" "${sepalm_row}"
             ${cor_inference_config:+--rtf_corrector_config "${cor_inference_config}"})
     fi
     "${python}" -m sepalm_espnet.bin.score_systems --manifest "${expdir}/systems.tsv" --test_sets "${test_set_list[@]}" \
