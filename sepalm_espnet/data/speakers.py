@@ -1,9 +1,11 @@
-"""Per-speaker Kaldi files in the estimates' speaker order, and one file over all speakers.
+"""Per-speaker Kaldi files in one speaker order, and one file over all speakers.
 
 A separator writes spk<n>.scp in its own output order. Stage 4 matches estimates to references
-once (the `permutation` file: for each reference speaker, the 1-based estimate it matched), and
-every later stage works in estimate order: `reorder` puts reference-side files (clean speech,
-ground-truth text) into that order.
+once (the `permutation` file: for each reference speaker, the 1-based estimate it matched) and
+writes the flat per-estimate files in reference order (`estimate_tables`): key `<utt>_spk<n>` is
+reference speaker n and the estimate matched to it, whichever separator made it, so every
+separator's outputs pair the same keys with the same references. `reorder` puts reference-side
+files into a separator's own output order (for files kept in that order, spk<n>.scp).
 
 The corrector, synthesizer and aligner train on one example per separated speaker, so their
 data files hold all speakers under keys `<utt>_spk<n>` (`flatten`); `unflatten` splits an
@@ -90,10 +92,28 @@ def estimate_tables(
     where: str,
 ) -> Dict[str, Dict[str, str]]:
     """The per-estimate data dir of stage 4: wav.scp (ŝ), ref.scp (s matched to it), text (its
-    transcript), all keyed <utt>_spk<n> in estimate order, so later stages need no speaker logic."""
-    tables = {"wav.scp": flatten(estimates)}
+    transcript), all keyed <utt>_spk<n> in reference order (reference n and the estimate matched
+    to it), so later stages need no speaker logic and the dirs of two separators share ref.scp
+    and text (stage 14 scores every system against one of them)."""
+    tables = {"wav.scp": flatten(in_reference_order(estimates, permutation, where))}
     if references:
-        tables["ref.scp"] = flatten(reorder(references, permutation, where))
+        tables["ref.scp"] = flatten(references)
     if transcripts:
-        tables["text"] = flatten(reorder(transcripts, permutation, where))
+        tables["text"] = flatten(transcripts)
     return tables
+
+
+def in_reference_order(
+    per_estimate_files: Sequence[Mapping[str, str]], permutation: Mapping[str, Sequence[int]], where: str
+) -> List[Dict[str, str]]:
+    """Estimate-ordered files -> reference-ordered ones: entry n is the estimate reference n matched."""
+    n_spk = len(per_estimate_files)
+    out: List[Dict[str, str]] = [{} for _ in range(n_spk)]
+    for utt, perm in permutation.items():
+        if sorted(perm) != list(range(n_spk)):
+            raise DataDirError(f"{where}: utterance '{utt}': {list(perm)} is not a permutation of {n_spk} speakers")
+        for reference, estimate in enumerate(perm):
+            if utt not in per_estimate_files[estimate]:
+                raise DataDirError(f"{where}: utterance '{utt}' missing from estimate {estimate + 1}")
+            out[reference][utt] = per_estimate_files[estimate][utt]
+    return out
