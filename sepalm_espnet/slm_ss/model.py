@@ -159,10 +159,11 @@ class CachedCrossAttentionDecoderLayer(CachedDecoderLayer):
         return x, (key, value)
 
 
-def causal_mask(length: int, device: torch.device) -> torch.Tensor:
-    """(1, 1, S, S): position i sees 0..i. Padding sits after each sequence's end, where no real
-    position looks, so no per-row key mask is needed."""
-    return torch.ones(length, length, dtype=torch.bool, device=device).tril()[None, None]
+def causal_mask(length: int, device: torch.device, cached: int = 0) -> torch.Tensor:
+    """(1, 1, S, cached + S): new position i (after `cached` ones) sees keys 0..cached + i.
+    Built for the new rows only, so a cached step costs O(cached), not O(cached^2). Padding
+    sits after each sequence's end, where no real position looks: no per-row key mask needed."""
+    return torch.ones(length, cached + length, dtype=torch.bool, device=device).tril(diagonal=cached)[None, None]
 
 
 @dataclass
@@ -237,7 +238,7 @@ class SerializedTokenDecoder(nn.Module):
             caches = [None] * len(self.layers)
         else:  # the new position(s) after everything cached: all keys up to themselves
             cached = caches[0][0].size(2)
-            mask = causal_mask(cached + embedded.size(1), embedded.device)[:, :, cached:]
+            mask = causal_mask(embedded.size(1), embedded.device, cached)
         memory_mask = memory_valid[:, None, None, :]
         x = embedded
         new_caches = []

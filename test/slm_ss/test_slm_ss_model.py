@@ -134,7 +134,8 @@ def test_cached_cross_attention_steps_equal_the_full_pass():
         full, _ = layer(x, causal_mask(6, x.device), memory_kv, memory_mask)
         cache = None
         for t in range(6):
-            mask = causal_mask(t + 1, x.device)[:, :, t:]
+            mask = causal_mask(1, x.device, cached=t)
+            assert torch.equal(mask, causal_mask(t + 1, x.device)[:, :, t:])  # the full mask's last row
             step, cache = layer(x[:, t : t + 1], mask, memory_kv, memory_mask, cache)
             assert torch.allclose(step[:, 0], full[:, t], atol=1e-5)
 
