@@ -300,9 +300,9 @@ class ArNarSynthesizer(AbsESPnetModel):
         The signature is MaskedSynthesizer.generate's; this model is conditioned on the
         phonemes and ignores `semantic`. Codebook 1 is sampled (options: temperature, top-k,
         top-p) until the end token, at least one frame and at most ceil(max_length_ratio * T')
-        frames; a guidance scale != 1 (options', else the model's) adds a phoneme-less pass and
-        mixes the logits. Codebooks
-        2..Q are greedy. Call it in eval mode: dropout would differ between steps.
+        frames (length_policy "exact": exactly T' frames, the end token never sampled); a
+        guidance scale != 1 (options', else the model's) adds a phoneme-less pass and mixes the
+        logits. Codebooks 2..Q are greedy. Call it in eval mode: dropout would differ between steps.
         """
         if phonemes is None or phonemes_lengths is None:
             raise ValueError("AR+NAR synthesis is conditioned on phonemes: none given")
@@ -339,7 +339,9 @@ class ArNarSynthesizer(AbsESPnetModel):
         phonemes, phonemes_lengths = null_condition(phonemes, phonemes_lengths, drop, self.null_phoneme_id)
         prefix, prefix_valid = self.ar.embed_prefix(phonemes, phonemes_lengths, est_tokens[..., 0], est_tokens_lengths)
 
-        max_lengths = torch.ceil(est_tokens_lengths[:batch].double() * options.max_length_ratio).long().clamp(min=1)
+        exact = options.length_policy == "exact"
+        ratio = 1.0 if exact else options.max_length_ratio
+        max_lengths = torch.ceil(est_tokens_lengths[:batch].double() * ratio).long().clamp(min=1)
         lengths = max_lengths.clone()
         finished = torch.zeros(batch, dtype=torch.bool, device=est_tokens.device)
         inputs = est_tokens.new_full((prefix.size(0), 1), self.ar.start_id)
@@ -354,7 +356,7 @@ class ArNarSynthesizer(AbsESPnetModel):
                 logits = logits[:, -1]
             if guided:
                 logits = cfg_logits(logits[:batch], logits[batch:], scale)
-            if step == 0:  # every output gets at least one frame
+            if step == 0 or exact:  # every output gets at least one frame; exact: T' frames, no end token
                 logits[:, self.ar.end_id] = float("-inf")
             tokens, _ = sample_tokens(logits, options)
             ended = (tokens == self.ar.end_id) & ~finished

@@ -22,6 +22,8 @@ from torch import nn
 PAD_ID = -1
 
 KVCache = Tuple[torch.Tensor, torch.Tensor]
+# How the AR+NAR synthesizer decides T'' (SynthesisOptions.length_policy).
+LENGTH_POLICIES = ("cap", "exact")
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,15 @@ class SynthesisOptions:
         metadata={"help": "masked: decoding rounds per codebook, coarse to fine, the last for the rest "
                           "(not given: the model's inference_steps); AR+NAR: ignored"},
     )
+    length_policy: str = field(
+        default="cap",
+        metadata={"help": "AR+NAR: 'cap': the end token stops the AR, at most ceil(max_length_ratio * T') frames; "
+                          "'exact': exactly T' frames, the end token never sampled (s* covers ŝ frame for frame); "
+                          "masked: ignored (T'' = T')"},
+    )
     max_length_ratio: float = field(
-        default=1.5, metadata={"help": "AR+NAR: longest output T'' as a multiple of the input's T'; masked: ignored (T'' = T')"}
+        default=1.5, metadata={"help": "AR+NAR with length_policy cap: longest output T'' as a multiple of the input's T'; "
+                                       "masked: ignored (T'' = T')"}
     )
     use_cache: bool = field(
         default=True, metadata={"help": "AR+NAR: reuse attention keys/values across steps (off: a slow cross-check); masked: ignored"}
@@ -59,6 +68,8 @@ class SynthesisOptions:
     def __post_init__(self):
         if self.steps is not None:  # the command line gives a list; a tuple keeps the options immutable
             object.__setattr__(self, "steps", tuple(int(n) for n in self.steps))
+        if self.length_policy not in LENGTH_POLICIES:
+            raise ValueError(f"length_policy {self.length_policy!r}: choose from {LENGTH_POLICIES}")
 
     def guidance(self, model_scale: float) -> float:
         """The guidance scale in force: this option's, else the model's (its training config's)."""

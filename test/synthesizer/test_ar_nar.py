@@ -146,6 +146,21 @@ def test_generation_stops_at_the_end_token_or_the_length_cap(batch):
     assert ((tokens[valid] >= 0) & (tokens[valid] < CODEBOOK_SIZE)).all() and (tokens[~valid] == PAD_ID).all()
 
 
+def test_exact_length_policy_writes_t_prime_frames_whatever_the_end_token_says(batch):
+    model = tiny_model().eval()
+    inputs = inference_inputs(batch)
+    for bias in (1e4, -1e4):  # an AR that would stop at once, and one that would never stop
+        with torch.no_grad():
+            model.ar.head.bias[model.ar.end_id] = bias
+        for use_cache in (True, False):
+            options = SynthesisOptions(temperature=0.0, length_policy="exact", max_length_ratio=9.0, use_cache=use_cache)
+            tokens, lengths = model.generate(**inputs, options=options)
+            assert lengths.tolist() == inputs["est_tokens_lengths"].tolist() == [9, 6, 4]
+            assert tokens.shape == (3, 9, NUM_CODEBOOKS)
+    with pytest.raises(ValueError, match="length_policy 'longest': choose from"):
+        SynthesisOptions(length_policy="longest")
+
+
 def test_tokens_of_another_codec_are_refused(batch):
     with pytest.raises(ValueError, match=r"\(B, T, 3\)"):
         tiny_model()(**dict(batch, ref_tokens=batch["ref_tokens"][..., :2]))
