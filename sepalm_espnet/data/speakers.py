@@ -106,14 +106,12 @@ def estimate_tables(
 def in_reference_order(
     per_estimate_files: Sequence[Mapping[str, str]], permutation: Mapping[str, Sequence[int]], where: str
 ) -> List[Dict[str, str]]:
-    """Estimate-ordered files -> reference-ordered ones: entry n is the estimate reference n matched."""
+    """Estimate-ordered files -> reference-ordered ones: entry n is the estimate reference n matched
+    (`reorder` with the inverse permutation)."""
     n_spk = len(per_estimate_files)
-    out: List[Dict[str, str]] = [{} for _ in range(n_spk)]
+    inverse = {}
     for utt, perm in permutation.items():
         if sorted(perm) != list(range(n_spk)):
             raise DataDirError(f"{where}: utterance '{utt}': {list(perm)} is not a permutation of {n_spk} speakers")
-        for reference, estimate in enumerate(perm):
-            if utt not in per_estimate_files[estimate]:
-                raise DataDirError(f"{where}: utterance '{utt}' missing from estimate {estimate + 1}")
-            out[reference][utt] = per_estimate_files[estimate][utt]
-    return out
+        inverse[utt] = [perm.index(estimate) for estimate in range(n_spk)]
+    return reorder(per_estimate_files, inverse, where)
