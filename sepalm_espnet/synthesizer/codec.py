@@ -3,7 +3,7 @@
 The synthesizer (paper §3.4) models DAC acoustic tokens: `encode` turns (B, T) waveforms into
 (B, Q, ceil(T / hop)) codebook indices and `decode` turns them back into exactly T samples.
 DAC itself needs inputs padded to a multiple of its hop and returns a few samples fewer than
-it was given (15992 for 16000 at hop 320); this wrapper hides both.
+it was given (15992 for 16000 at hop 320); codec_base.TokenCodec hides both.
 
 Checkpoints load without unpickling code: a local file must be DAC's weights format
 (`{"state_dict", "metadata": {"kwargs"}}`, what `model.save(path, package=False)` and the
@@ -18,13 +18,14 @@ import logging
 import math
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional
 
 import dac
-import numpy as np
 import torch
 
 from sepalm_espnet.data.kaldi_dir import PathLike, atomic_path
+from sepalm_espnet.synthesizer.codec_base import CodecError, TokenCodec
+from sepalm_espnet.synthesizer.encodec import EncodecCodec, is_encodec_source
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +42,6 @@ DAC_16KHZ_ARCH: Dict[str, Any] = dict(
 
 # Names `dac.utils.download(model_type=...)` accepts; anything else is a local file.
 RELEASE_TAGS = ("16khz", "24khz", "44khz")
-
-
-class CodecError(ValueError):
-    """A codec checkpoint or codec input is unusable; the message says why."""
 
 
 def build_dac(**arch: Any) -> dac.DAC:
@@ -107,16 +104,20 @@ def load_dac(path: PathLike) -> dac.DAC:
     return model
 
 
-class DacCodec:
-    """A frozen DAC in eval mode; tokens are (B, Q, T') int64 codebook indices."""
+class DacCodec(TokenCodec):
+    """A frozen DAC in eval mode; tokens are (B, Q, T') int64 codebook indices.
+
+    Batch-encoded waveforms zero-padded to the longest can differ from encoding them alone in
+    their last frames: the encoder sees padding activations there.
+    """
+
+    codec_name = "DAC"
 
     def __init__(self, model: dac.DAC, n_codebooks: Optional[int] = None, device: str = "cpu"):
         total = model.n_codebooks
         if n_codebooks is not None and not 1 <= n_codebooks <= total:
             raise CodecError(f"n_codebooks must be in [1, {total}], not {n_codebooks}")
-        self.model = model.to(device).eval()
-        self.device = torch.device(device)
-        self._n_codebooks = total if n_codebooks is None else n_codebooks
+        super().__init__(model, total if n_codebooks is None else n_codebooks, device)
 
     @classmethod
     def from_pretrained(cls, source: PathLike, n_codebooks: Optional[int] = None, device: str = "cpu") -> "DacCodec":
@@ -138,81 +139,30 @@ class DacCodec:
         return int(self.model.hop_length)
 
     @property
-    def n_codebooks(self) -> int:
-        return self._n_codebooks
-
-    @property
     def codebook_size(self) -> int:
         return int(self.model.codebook_size)
 
     @property
-    def frame_rate(self) -> float:
-        return self.sample_rate / self.hop_length
+    def total_codebooks(self) -> int:
+        """Codebooks the model has (decode accepts any first q of them)."""
+        return int(self.model.n_codebooks)
 
-    def num_frames(self, num_samples: int) -> int:
-        """Tokens per codebook for `num_samples` input samples: ceil(num_samples / hop)."""
-        return -(-num_samples // self.hop_length)
-
-    @torch.no_grad()
-    def encode(self, wav: torch.Tensor) -> torch.Tensor:
-        """(B, T) float waveform at `sample_rate` -> (B, n_codebooks, ceil(T / hop)) int64."""
-        if wav.ndim != 2 or not wav.is_floating_point():
-            raise CodecError(f"encode expects a (B, T) float tensor, got {tuple(wav.shape)} {wav.dtype}")
-        num_samples = wav.shape[-1]
-        if num_samples == 0:
-            raise CodecError("encode: the input has 0 samples")
-        frames = self.num_frames(num_samples)
-        padded = torch.nn.functional.pad(wav, (0, frames * self.hop_length - num_samples))
-        audio = padded.to(self.device, torch.float32).unsqueeze(1)
+    def _encode_codes(self, audio: torch.Tensor) -> torch.Tensor:
+        # Eval mode stops at n_quantizers; a model left in train mode would return all its codebooks.
         _, codes, *_ = self.model.encode(audio, n_quantizers=self.n_codebooks)
-        if codes.shape[-1] != frames:
-            raise CodecError(f"DAC produced {codes.shape[-1]} frames for {frames} hops; unsupported architecture")
         return codes[:, : self.n_codebooks]
 
-    def encode_batch(self, waves: Sequence[np.ndarray]) -> List[torch.Tensor]:
-        """Encode 1-D waveforms of different lengths together: (n_codebooks, ceil(len / hop)) each.
-
-        The shorter ones are zero-padded to the longest; their last frames can then differ
-        slightly from encoding them alone (the encoder sees padding activations there), so
-        batch similar lengths together.
-        """
-        lengths = [len(wave) for wave in waves]
-        batch = torch.zeros(len(waves), max(lengths))
-        for row, wave in zip(batch, waves):
-            row[: len(wave)] = torch.as_tensor(wave)
-        codes = self.encode(batch).cpu()
-        return [item[:, : self.num_frames(length)] for item, length in zip(codes, lengths)]
-
-    @torch.no_grad()
-    def decode(self, tokens: torch.Tensor, length: Optional[int] = None) -> torch.Tensor:
-        """(B, q, T') tokens, q <= the model's codebooks -> (B, length) float in [-1, 1].
-
-        `length` defaults to T' * hop; an input length given back restores it exactly.
-        """
-        if tokens.ndim != 3 or tokens.is_floating_point():
-            raise CodecError(f"decode expects (B, Q, T') integer tokens, got {tuple(tokens.shape)} {tokens.dtype}")
-        if not 1 <= tokens.shape[1] <= self.model.n_codebooks:
-            raise CodecError(f"decode: {tokens.shape[1]} codebooks given, the model has {self.model.n_codebooks}")
-        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.codebook_size):
-            raise CodecError(f"decode: token values must be in [0, {self.codebook_size})")
-        frames = tokens.shape[-1]
-        length = frames * self.hop_length if length is None else length
-        if frames == 0 or self.num_frames(length) != frames:
-            raise CodecError(f"decode: {frames} frames cannot hold {length} samples (hop {self.hop_length})")
-        latent, _, _ = self.model.quantizer.from_codes(tokens.to(self.device, torch.long))
-        audio = self.model.decode(latent).squeeze(1)
-        shortfall = length - audio.shape[-1]
-        # DAC's transposed convolutions lose a few trailing samples: pad those with silence.
-        return torch.nn.functional.pad(audio, (0, shortfall)) if shortfall > 0 else audio[:, :length]
+    def _decode_audio(self, tokens: torch.Tensor) -> torch.Tensor:
+        """A few trailing samples short (DAC's transposed convolutions lose them; decode pads
+        them with silence); already in [-1, 1], as DAC's decoder ends in tanh."""
+        latent, _, _ = self.model.quantizer.from_codes(tokens)
+        return self.model.decode(latent).squeeze(1)
 
 
 def load_codec(source: PathLike, n_codebooks: Optional[int] = None, device: str = "cpu"):
     """The codec slot's one registry: an EncodecCodec for a transformers EnCodec directory
     (config.json with model_type "encodec") or a "facebook/encodec*" hub id, else a DacCodec
-    (release tag or DAC weights file). Both have the same interface; EnCodec's errors are
-    encodec.EncodecError, like CodecError a ValueError."""
-    from sepalm_espnet.synthesizer.encodec import EncodecCodec, is_encodec_source
-
+    (release tag or DAC weights file). Both are TokenCodecs; both raise CodecError."""
     if is_encodec_source(source):
         return EncodecCodec.from_pretrained(source, n_codebooks=n_codebooks, device=device)
     if Path(source).is_dir():

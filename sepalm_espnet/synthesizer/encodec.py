@@ -1,4 +1,4 @@
-"""EnCodec (transformers' EncodecModel) behind DacCodec's interface: SLM-SS's codec (paper: the
+"""EnCodec (transformers' EncodecModel) as a TokenCodec like DacCodec: SLM-SS's codec (paper: the
 facebook/encodec_24khz layout, 32 codebooks of 1024 entries at 75 frames/s, the first 8 modelled).
 
 `n_codebooks` picks the bandwidth: EnCodec encodes with as many codebooks as the bandwidth pays
@@ -21,23 +21,18 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Type
+from typing import Dict, Optional, Type
 
-import numpy as np
 import torch
 
 from sepalm_espnet.data.kaldi_dir import PathLike
+from sepalm_espnet.synthesizer.codec_base import CodecError, TokenCodec
 
 logger = logging.getLogger(__name__)
 
 # "name" or "namespace/name", as the hub spells repository ids; anything else is a local path.
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
 ENCODEC_MODEL_TYPE = "encodec"
-
-
-class EncodecError(ValueError):
-    """An EnCodec checkpoint or codec input is unusable (codec.CodecError's twin: codec.py's
-    load_codec imports this module, so it cannot import codec.py back)."""
 
 
 def load_transformers_model(model_class: type, source: PathLike, error: Type[Exception] = ValueError):
@@ -95,8 +90,14 @@ def is_encodec_source(source: PathLike) -> bool:
     return str(source).startswith("facebook/encodec")
 
 
-class EncodecCodec:
-    """A frozen EnCodec in eval mode; tokens are (B, Q, T') int64 codebook indices, as DacCodec's."""
+class EncodecCodec(TokenCodec):
+    """A frozen EnCodec in eval mode; tokens are (B, Q, T') int64 codebook indices, as DacCodec's.
+
+    Batch-encoded waveforms zero-padded to the longest can differ from encoding them alone in
+    their last frames: EnCodec's LSTM and convolutions see that padding.
+    """
+
+    codec_name = "EnCodec"
 
     def __init__(self, model, n_codebooks: Optional[int] = None, device: str = "cpu"):
         """model: a transformers EncodecModel; n_codebooks: one of `bandwidths` (default: the most)."""
@@ -108,8 +109,8 @@ class EncodecCodec:
         }
         for option, (value, needed) in required.items():
             if value != needed:
-                raise EncodecError(f"EnCodec with {option}={value} is unsupported (needs {needed}): its tokens "
-                                   f"alone do not give the waveform back (facebook/encodec_24khz has {option}={needed})")
+                raise CodecError(f"EnCodec with {option}={value} is unsupported (needs {needed}): its tokens "
+                                 f"alone do not give the waveform back (facebook/encodec_24khz has {option}={needed})")
         self.bandwidths: Dict[int, float] = {
             model.quantizer.get_num_quantizers_for_bandwidth(bandwidth): bandwidth
             for bandwidth in config.target_bandwidths
@@ -117,10 +118,8 @@ class EncodecCodec:
         n_codebooks = max(self.bandwidths) if n_codebooks is None else n_codebooks
         if n_codebooks not in self.bandwidths:
             allowed = ", ".join(f"{n} ({kbps} kbps)" for n, kbps in sorted(self.bandwidths.items()))
-            raise EncodecError(f"n_codebooks {n_codebooks} matches no bandwidth of this EnCodec; choose from {allowed}")
-        self.model = model.to(device).eval()
-        self.device = torch.device(device)
-        self._n_codebooks = n_codebooks
+            raise CodecError(f"n_codebooks {n_codebooks} matches no bandwidth of this EnCodec; choose from {allowed}")
+        super().__init__(model, n_codebooks, device)
         self.bandwidth = self.bandwidths[n_codebooks]
 
     @classmethod
@@ -129,7 +128,7 @@ class EncodecCodec:
         """`source`: an EncodecModel directory (save_pretrained) or hub id ("facebook/encodec_24khz")."""
         from transformers import EncodecModel
 
-        model = load_transformers_model(EncodecModel, source, EncodecError)
+        model = load_transformers_model(EncodecModel, source, CodecError)
         return cls(model, n_codebooks=n_codebooks, device=device)
 
     @property
@@ -141,81 +140,20 @@ class EncodecCodec:
         return int(self.model.config.hop_length)
 
     @property
-    def n_codebooks(self) -> int:
-        return self._n_codebooks
-
-    @property
     def codebook_size(self) -> int:
         return int(self.model.config.codebook_size)
-
-    @property
-    def frame_rate(self) -> float:
-        return self.sample_rate / self.hop_length
 
     @property
     def total_codebooks(self) -> int:
         """Codebooks the model has (decode accepts any first q of them)."""
         return int(self.model.quantizer.num_quantizers)
 
-    def num_frames(self, num_samples: int) -> int:
-        """Tokens per codebook for `num_samples` input samples: ceil(num_samples / hop)."""
-        return -(-num_samples // self.hop_length)
+    def _encode_codes(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(audio, bandwidth=self.bandwidth, return_dict=True).audio_codes[0]
 
-    @torch.no_grad()
-    def encode(self, wav: torch.Tensor) -> torch.Tensor:
-        """(B, T) float waveform at `sample_rate` -> (B, n_codebooks, ceil(T / hop)) int64.
-
-        The input is zero-padded to whole hops (as DacCodec does), so equal inputs give equal
-        tokens whether encoded alone or in a batch of equal lengths.
-        """
-        if wav.ndim != 2 or not wav.is_floating_point():
-            raise EncodecError(f"encode expects a (B, T) float tensor, got {tuple(wav.shape)} {wav.dtype}")
-        num_samples = wav.shape[-1]
-        if num_samples == 0:
-            raise EncodecError("encode: the input has 0 samples")
-        frames = self.num_frames(num_samples)
-        padded = torch.nn.functional.pad(wav, (0, frames * self.hop_length - num_samples))
-        audio = padded.to(self.device, torch.float32).unsqueeze(1)
-        codes = self.model.encode(audio, bandwidth=self.bandwidth, return_dict=True).audio_codes[0]
-        if codes.shape[1:] != (self.n_codebooks, frames):
-            raise EncodecError(f"EnCodec produced {tuple(codes.shape[1:])} codes for {self.n_codebooks} codebooks "
-                               f"of {frames} hops; unsupported architecture")
-        return codes.long()
-
-    def encode_batch(self, waves: Sequence[np.ndarray]) -> List[torch.Tensor]:
-        """Encode 1-D waveforms of different lengths together: (n_codebooks, ceil(len / hop)) each.
-
-        The shorter ones are zero-padded to the longest; EnCodec's LSTM and convolutions then see
-        that padding, so their last frames can differ from encoding them alone: batch similar
-        lengths together (token_io sorts by length).
-        """
-        lengths = [len(wave) for wave in waves]
-        batch = torch.zeros(len(waves), max(lengths))
-        for row, wave in zip(batch, waves):
-            row[: len(wave)] = torch.as_tensor(wave)
-        codes = self.encode(batch).cpu()
-        return [item[:, : self.num_frames(length)] for item, length in zip(codes, lengths)]
-
-    @torch.no_grad()
-    def decode(self, tokens: torch.Tensor, length: Optional[int] = None) -> torch.Tensor:
-        """(B, q, T') tokens, q <= the model's codebooks -> (B, length) float in [-1, 1].
-
-        `length` defaults to T' * hop; an input length given back restores it exactly. EnCodec's
-        decoder has no output squashing (DAC's ends in tanh): samples are clipped to [-1, 1], the
-        range DacCodec promises and 16-bit files hold.
-        """
-        if tokens.ndim != 3 or tokens.is_floating_point():
-            raise EncodecError(f"decode expects (B, Q, T') integer tokens, got {tuple(tokens.shape)} {tokens.dtype}")
-        if not 1 <= tokens.shape[1] <= self.total_codebooks:
-            raise EncodecError(f"decode: {tokens.shape[1]} codebooks given, the model has {self.total_codebooks}")
-        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.codebook_size):
-            raise EncodecError(f"decode: token values must be in [0, {self.codebook_size})")
-        frames = tokens.shape[-1]
-        length = frames * self.hop_length if length is None else length
-        if frames == 0 or self.num_frames(length) != frames:
-            raise EncodecError(f"decode: {frames} frames cannot hold {length} samples (hop {self.hop_length})")
-        codes = tokens.to(self.device, torch.long)[None]  # one chunk: (chunks=1, B, q, T')
+    def _decode_audio(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Clipped to [-1, 1]: EnCodec's decoder has no output squashing (DAC's ends in tanh),
+        and decode promises that range, the one 16-bit files hold."""
+        codes = tokens[None]  # one chunk: (chunks=1, B, q, T')
         audio = self.model.decode(codes, [None], return_dict=True).audio_values.squeeze(1)
-        shortfall = length - audio.shape[-1]
-        audio = torch.nn.functional.pad(audio, (0, shortfall)) if shortfall > 0 else audio[:, :length]
         return audio.clamp(-1.0, 1.0)

@@ -77,6 +77,8 @@ def test_bad_inputs_are_refused(codec):
         codec.decode(tokens, 1000)  # 2 frames hold 321..640 samples
     with pytest.raises(CodecError, match="token values"):
         codec.decode(tokens + 256)
+    with pytest.raises(CodecError, match="5 codebooks given, the model has 4"):
+        codec.decode(torch.cat([tokens, tokens[:, :1]], dim=1))
     with pytest.raises(CodecError, match="0 samples"):
         codec.encode(torch.zeros(1, 0))
     with pytest.raises(CodecError, match="float"):

@@ -10,7 +10,7 @@ from transformers import EncodecConfig, EncodecModel
 
 from sepalm_espnet.data.kaldi_dir import read_kv, write_kv
 from sepalm_espnet.synthesizer.codec import CodecError, DacCodec, build_dac, load_codec, save_dac
-from sepalm_espnet.synthesizer.encodec import EncodecCodec, EncodecError
+from sepalm_espnet.synthesizer.encodec import EncodecCodec
 from sepalm_espnet.synthesizer.resynthesize import codec_resynthesis_scp
 from sepalm_espnet.synthesizer.token_io import TokenReader, tokenize_wav_scp
 
@@ -75,7 +75,7 @@ def test_n_codebooks_picks_the_bandwidth(encodec_dir, codec):
     # The residual quantizer is greedy: 3 kbps codes are the first codebooks of the 6 kbps ones.
     assert (two.n_codebooks, two.bandwidth) == (2, 3.0) and torch.equal(tokens, codec.encode(wav)[:, :2])
     assert codec.decode(tokens, 4000).shape == (1, 4000)
-    with pytest.raises(EncodecError, match=r"n_codebooks 3 matches no bandwidth .*2 \(3.0 kbps\), 4 \(6.0 kbps\)"):
+    with pytest.raises(CodecError, match=r"n_codebooks 3 matches no bandwidth .*2 \(3.0 kbps\), 4 \(6.0 kbps\)"):
         EncodecCodec.from_pretrained(encodec_dir, n_codebooks=3)
 
 
@@ -90,15 +90,15 @@ def test_a_batch_of_equal_lengths_encodes_as_one_at_a_time(codec):
 
 def test_bad_inputs_are_refused(codec):
     tokens = codec.encode(noise(1, 160))
-    with pytest.raises(EncodecError, match="cannot hold"):
+    with pytest.raises(CodecError, match="cannot hold"):
         codec.decode(tokens, 300)  # 2 frames hold 81..160 samples
-    with pytest.raises(EncodecError, match="token values"):
+    with pytest.raises(CodecError, match="token values"):
         codec.decode(tokens + 32)
-    with pytest.raises(EncodecError, match="5 codebooks given, the model has 4"):
+    with pytest.raises(CodecError, match="5 codebooks given, the model has 4"):
         codec.decode(torch.cat([tokens, tokens[:, :1]], dim=1))
-    with pytest.raises(EncodecError, match="0 samples"):
+    with pytest.raises(CodecError, match="0 samples"):
         codec.encode(torch.zeros(1, 0))
-    with pytest.raises(EncodecError, match="float"):
+    with pytest.raises(CodecError, match="float"):
         codec.encode(torch.zeros(2, 1, 160))
 
 
@@ -106,21 +106,21 @@ def test_bad_inputs_are_refused(codec):
 def test_encodecs_whose_tokens_alone_do_not_code_the_waveform_are_refused(option, value):
     torch.manual_seed(0)
     model = EncodecModel(EncodecConfig(**{**TINY_ENCODEC, option: value}))
-    with pytest.raises(EncodecError, match=f"{option}={value} is unsupported"):
+    with pytest.raises(CodecError, match=f"{option}={value} is unsupported"):
         EncodecCodec(model)
 
 
 def test_foreign_or_incomplete_checkpoints_are_refused(tiny_encodec, tmp_path):
-    with pytest.raises(EncodecError, match="absent: no such model directory"):
+    with pytest.raises(CodecError, match="absent: no such model directory"):
         EncodecCodec.from_pretrained(tmp_path / "absent")
     partial = tmp_path / "partial"
     state = {key: value for key, value in tiny_encodec.state_dict().items() if not key.startswith("decoder.")}
     tiny_encodec.save_pretrained(partial, state_dict=state)
-    with pytest.raises(EncodecError, match="weights missing or of the wrong shape"):
+    with pytest.raises(CodecError, match="weights missing or of the wrong shape"):
         EncodecCodec.from_pretrained(partial)
     config = json.loads((partial / "config.json").read_text())
     (partial / "config.json").write_text(json.dumps({**config, "model_type": "wavlm"}))
-    with pytest.raises(EncodecError, match="a 'wavlm' model, expected 'encodec'"):
+    with pytest.raises(CodecError, match="a 'wavlm' model, expected 'encodec'"):
         EncodecCodec.from_pretrained(partial)
 
 
@@ -147,7 +147,7 @@ def test_load_codec_picks_encodec_or_dac(encodec_dir, dac_file, tmp_path, monkey
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))
     # A facebook/encodec id goes to EnCodec's loader (here: offline, nothing cached), not to DAC's.
-    with pytest.raises(EncodecError, match="facebook/encodec_24khz: no such directory, .* in the local hub cache"):
+    with pytest.raises(CodecError, match="facebook/encodec_24khz: no such directory, .* in the local hub cache"):
         load_codec("facebook/encodec_24khz", n_codebooks=8)
 
 
