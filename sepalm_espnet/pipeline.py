@@ -46,7 +46,7 @@ from sepalm_espnet.separator.registry import (
     separator_type,
 )
 from sepalm_espnet.slm_ss.model import SlmSsDecodeOptions
-from sepalm_espnet.synthesizer.codec import DacCodec
+from sepalm_espnet.synthesizer.codec_base import TokenCodec
 from sepalm_espnet.synthesizer.g2p import WORD_BOUNDARY, G2p
 from sepalm_espnet.synthesizer.resynthesize import Resynthesizer, SynthesisOptions
 from sepalm_espnet.synthesizer.t2s import load_text_to_semantic
@@ -363,7 +363,7 @@ class SepALM:
         if self.text_to_semantic is not None:
             with self.rtf.time("text_to_semantic", seconds):
                 semantic = self._semantic(phonemes)
-        codec: DacCodec = self.resynthesizer.codec
+        codec: TokenCodec = self.resynthesizer.codec
         with self.rtf.time("synthesizer", seconds):
             at_codec_rate = _resample(estimate, self.fs, codec.sample_rate)
             est_tokens = codec.encode_batch([at_codec_rate])[0].T.cpu().numpy()

@@ -32,7 +32,8 @@ from sepalm_espnet.data.kaldi_dir import (
     write_kv,
 )
 from sepalm_espnet.synthesizer.ar_nar import ArNarSynthesizer
-from sepalm_espnet.synthesizer.codec import DacCodec, load_codec
+from sepalm_espnet.synthesizer.codec import load_codec
+from sepalm_espnet.synthesizer.codec_base import TokenCodec
 from sepalm_espnet.synthesizer.g2p import TokenList
 from sepalm_espnet.synthesizer.layers import SynthesisOptions
 from sepalm_espnet.synthesizer.masked import MaskedSynthesizer
@@ -83,7 +84,7 @@ class Resynthesizer:
     def __init__(
         self,
         model: Synthesizer,
-        codec: DacCodec,
+        codec: TokenCodec,
         token_list: Optional[TokenList] = None,
         options: SynthesisOptions = SynthesisOptions(),
     ):
@@ -105,7 +106,7 @@ class Resynthesizer:
         cls,
         train_config: PathLike,
         model_file: PathLike,
-        codec: Union[PathLike, DacCodec],
+        codec: Union[PathLike, TokenCodec],
         device: str = "cpu",
         options: SynthesisOptions = SynthesisOptions(),
     ) -> "Resynthesizer":
@@ -252,7 +253,7 @@ def synthesize_scp(
 
 
 def codec_resynthesis_scp(
-    codec: DacCodec, tokens_scp: PathLike, wav_scp: PathLike, output_dir: PathLike, key_file: Optional[PathLike] = None
+    codec: TokenCodec, tokens_scp: PathLike, wav_scp: PathLike, output_dir: PathLike, key_file: Optional[PathLike] = None
 ) -> RtfMeter:
     """The codec's decoding of every token entry, as long as its wav_scp entry: with the
     references' tokens, the best any synthesizer over this codec can do (the oracle ladder's top)."""

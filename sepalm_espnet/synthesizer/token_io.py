@@ -30,7 +30,7 @@ from sepalm_espnet.data.kaldi_dir import (
 )
 
 if TYPE_CHECKING:
-    from sepalm_espnet.synthesizer.codec import DacCodec
+    from sepalm_espnet.synthesizer.codec_base import TokenCodec
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class TokenReader(Mapping[str, np.ndarray]):
 
 
 def tokenize_wav_scp(
-    codec: "DacCodec",
+    codec: "TokenCodec",
     wav_scp: PathLike,
     ark_path: PathLike,
     scp_path: PathLike,
