@@ -4,10 +4,11 @@
 unchanged (--ngpu, --dist_launcher, --resume, --use_amp, ...).
 """
 from sepalm_espnet.tasks.aligner import AlignerTask
+from sepalm_espnet.tasks.launch import train
 
 
 def main(cmd=None):
-    AlignerTask.main(cmd=cmd)
+    train(AlignerTask, cmd)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,11 @@ every ESPnet training option works unchanged (--ngpu, --dist_launcher, --multipr
 --resume, --collect_stats, ...).
 """
 from sepalm_espnet.tasks.corrector import CorrectorTask
+from sepalm_espnet.tasks.launch import train
 
 
 def main(cmd=None):
-    CorrectorTask.main(cmd=cmd)
+    train(CorrectorTask, cmd)
 
 
 if __name__ == "__main__":

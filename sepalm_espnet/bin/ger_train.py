@@ -6,10 +6,11 @@
 works unchanged (--ngpu, --dist_launcher, --resume, --collect_stats, ...).
 """
 from sepalm_espnet.tasks.ger import GerTask
+from sepalm_espnet.tasks.launch import train
 
 
 def main(cmd=None):
-    GerTask.main(cmd=cmd)
+    train(GerTask, cmd)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,11 @@
 ESPnet option works unchanged (--ngpu, --dist_launcher, --resume, --use_amp, ...).
 """
 from sepalm_espnet.tasks.reseparation import ReseparationTask
+from sepalm_espnet.tasks.launch import train
 
 
 def main(cmd=None):
-    ReseparationTask.main(cmd=cmd)
+    train(ReseparationTask, cmd)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,11 @@
 works unchanged (--ngpu, --dist_launcher, --multiprocessing_distributed, --resume, ...).
 """
 from sepalm_espnet.separator.registry import EnhancementTask
+from sepalm_espnet.tasks.launch import train
 
 
 def main(cmd=None):
-    EnhancementTask.main(cmd=cmd)
+    train(EnhancementTask, cmd)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@ with --separator_type slm_ss).
 option works unchanged (--ngpu, --dist_launcher, --resume, --use_amp, ...).
 """
 from sepalm_espnet.tasks.slm_ss import SlmSsTask
+from sepalm_espnet.tasks.launch import train
 
 
 def main(cmd=None):
-    SlmSsTask.main(cmd=cmd)
+    train(SlmSsTask, cmd)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@ unchanged (--ngpu, --dist_launcher, --multiprocessing_distributed, --resume, ...
 names are in sepalm_espnet/tasks/synthesizer.py.
 """
 from sepalm_espnet.tasks.synthesizer import SynthesizerTask
+from sepalm_espnet.tasks.launch import train
 
 
 def main(cmd=None):
-    SynthesizerTask.main(cmd=cmd)
+    train(SynthesizerTask, cmd)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,11 @@
 unchanged; the data names (phonemes, units) are in sepalm_espnet/tasks/t2s.py.
 """
 from sepalm_espnet.tasks.t2s import TextToSemanticTask
+from sepalm_espnet.tasks.launch import train
 
 
 def main(cmd=None):
-    TextToSemanticTask.main(cmd=cmd)
+    train(TextToSemanticTask, cmd)
 
 
 if __name__ == "__main__":

@@ -35,13 +35,16 @@ SHRINK = ["--model_conf", "d_model=32", "--model_conf", "nhead=2", "--model_conf
           "--model_conf", "encoder_conf={output_dim: 32, n_mels: 16, num_layers: 1}"]
 
 
-@pytest.fixture(scope="module")
-def codec_file(tmp_path_factory):
+def save_tiny_codec(path: Path) -> Path:
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("codec") / "codec.pth"
     save_dac(build_dac(encoder_dim=4, encoder_rates=[2, 4, 5, 8], latent_dim=16, decoder_dim=16,
                        n_codebooks=CODEBOOKS, codebook_size=ENTRIES, codebook_dim=4), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def codec_file(tmp_path_factory):
+    return save_tiny_codec(tmp_path_factory.mktemp("codec") / "codec.pth")
 
 
 def make_data_dir(path: Path, utterances, seed: int, codec_file: Path) -> Path:
@@ -70,6 +73,18 @@ def make_data_dir(path: Path, utterances, seed: int, codec_file: Path) -> Path:
     return path
 
 
+def data_args(train: Path, valid: Path) -> list:
+    """The recipe's stage-3 data options: the mixture first (it batches), then both speakers' tokens."""
+    options = []
+    for split, path in (("train", train), ("valid", valid)):
+        options += [f"--{split}_data_path_and_name_and_type", f"{path}/wav.scp,speech_mix,sound"]
+        for n in (1, 2):
+            options += [f"--{split}_data_path_and_name_and_type", f"{path}/ref_tokens{n}.scp,ref_tokens{n},kaldi_ark"]
+        for name in ("speech_mix", "ref_tokens1", "ref_tokens2"):
+            options += [f"--{split}_shape_file", f"{path}/{name}_shape"]
+    return options
+
+
 def run_slm_ss_train(*args) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-m", "sepalm_espnet.bin.slm_ss_train", *map(str, args)],
@@ -83,15 +98,8 @@ def trained(tmp_path_factory, codec_file):
     root = tmp_path_factory.mktemp("slm_ss")
     train = make_data_dir(root / "train", ["tr0", "tr1", "tr2"], 0, codec_file)
     valid = make_data_dir(root / "valid", ["cv0", "cv1"], 1, codec_file)
-    data_args = []
-    for split, path in (("train", train), ("valid", valid)):
-        data_args += [f"--{split}_data_path_and_name_and_type", f"{path}/wav.scp,speech_mix,sound"]
-        for n in (1, 2):
-            data_args += [f"--{split}_data_path_and_name_and_type", f"{path}/ref_tokens{n}.scp,ref_tokens{n},kaldi_ark"]
-        for name in ("speech_mix", "ref_tokens1", "ref_tokens2"):  # the recipe's order: the batching one first
-            data_args += [f"--{split}_shape_file", f"{path}/{name}_shape"]
     exp = root / "exp"
-    log = run_slm_ss_train("--config", MINI_CONFIG, *data_args, "--codec", codec_file, *SHRINK,
+    log = run_slm_ss_train("--config", MINI_CONFIG, *data_args(train, valid), "--codec", codec_file, *SHRINK,
                            "--output_dir", exp, "--ngpu", "0", "--max_epoch", "2", "--batch_size", "2")
     return exp, valid, log
 

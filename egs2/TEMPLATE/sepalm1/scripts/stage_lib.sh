@@ -152,7 +152,7 @@ launch_training() {
         [ "${cmd_backend}" = slurm ] || fail "--num_nodes ${num_nodes} needs cmd_backend=slurm (cmd.sh)"
         ${cuda_cmd} --gpu "${ngpu}" --num_threads "${train_num_threads}" --num_nodes "${num_nodes}" "${log}" srun --export=ALL "$@" \
             "${dist_opts[@]}" --dist_launcher slurm \
-            --dist_init_method "file://$(pwd)/$(dirname "${log}")/.dist_init_$(date +%s)"
+            --dist_init_method "file://$(readlink -m "$(dirname "${log}")")/.dist_init_$(date +%s)"
     else
         ${cuda_cmd} --gpu "${ngpu}" --num_threads "${train_num_threads}" "${log}" "$@" "${dist_opts[@]}"
     fi
