@@ -3,9 +3,10 @@ LongAudioSeparator call like any other (`SeparateFn`: (1, N) mixture -> two (1, 
 
 SLM-SS generates codec tokens, not waveforms: each speaker's tokens are decoded by the codec the
 model was trained on (its config's `codec`), resampled from the codec's rate to the model's and
-cut or zero-padded to the input's length. A speaker the AR gave no frames (no `<sc>` before the
-length cap) comes out silent; such a call is logged by the model and its status kept in
-`statuses`, so stage 4 writes it per mixture (`decode_status`) and nothing is dropped silently.
+cut or zero-padded to the input's length, so both speakers always have the input's length. A
+call whose AR reached the length cap (no `<sc>` or `<eos>` of its own) is logged by the model
+and its status kept in `statuses`, so stage 4 writes it per mixture (`decode_status`) and
+nothing is dropped silently.
 """
 from __future__ import annotations
 

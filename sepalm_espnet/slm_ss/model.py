@@ -67,9 +67,9 @@ class SlmSsDecodeOptions:
     top_p: float = field(default=1.0, metadata={"help": "AR nucleus sampling mass; 1.0: no nucleus filter"})
     max_length_ratio: float = field(
         default=1.2,
-        metadata={"help": "AR cap per speaker: ceil(ratio * the mixture's codec frame count) frames; a speaker "
-                          "running past it ends the decoding (status capped_no_sc / capped_no_eos), so the AR "
-                          "takes at most 2 * cap + 2 steps"},
+        metadata={"help": "AR cap per speaker: ceil(ratio * the mixture's codec frame count) frames; speaker 1 "
+                          "running past it gets <sc> forced (status capped_no_sc), speaker 2 running past it ends "
+                          "the decoding (capped_no_eos), so the AR takes at most 2 * cap + 2 steps"},
     )
     use_cache: bool = field(
         default=True, metadata={"help": "AR: reuse self-attention keys/values across steps (off: a slow cross-check)"}
@@ -471,9 +471,9 @@ class SlmSsModel(AbsESPnetModel):
 
         num_frames[b]: the codec frame count of mixture b, the base of its length cap. The AR
         never emits <eos> before <sc>, nor a second <sc>, nor either as a speaker's first token;
-        a speaker longer than the cap ends the decoding (capped_no_sc: speaker 2 empty;
-        capped_no_eos), logged as a warning. Call it in eval mode: dropout would differ between
-        steps.
+        speaker 1 reaching the cap gets <sc> forced (capped_no_sc), speaker 2 reaching it ends
+        the decoding (capped_no_eos); either is logged as a warning. Call it in eval mode:
+        dropout would differ between steps.
         """
         if len(num_frames) != speech_mix.size(0):
             raise ValueError(f"num_frames has {len(num_frames)} entries for {speech_mix.size(0)} mixtures")
@@ -533,12 +533,17 @@ class SlmSsModel(AbsESPnetModel):
             logits[:, ar.eos_id] = logits[:, ar.eos_id].masked_fill(in_first | (position == 0), float("-inf"))
             logits[:, ar.sc_id] = logits[:, ar.sc_id].masked_fill(~in_first | (position == 0), float("-inf"))
             token, _ = sample_tokens(logits, options)
-            is_code = token < ar.sc_id
-            over_cap = is_code & (position >= caps) & ~finished
-            status = torch.where(over_cap, torch.where(in_first, 1, 2), status)
-            kept = is_code & ~finished & ~over_cap
+            over_cap = (token < ar.sc_id) & (position >= caps) & ~finished
+            # Speaker 1 at its cap: <sc> is forced, so speaker 2 still gets decoded (status
+            # capped_no_sc); speaker 2 at its cap ends the decoding (capped_no_eos, unless already capped).
+            forced_sc = over_cap & in_first
+            token = torch.where(forced_sc, torch.full_like(token, ar.sc_id), token)
+            status = torch.where(forced_sc, torch.ones_like(status), status)
+            ended_at_cap = over_cap & ~in_first
+            status = torch.where(ended_at_cap & (status == 0), torch.full_like(status, 2), status)
+            kept = (token < ar.sc_id) & ~finished & ~ended_at_cap
             emitted.append((token, segment.clone(), kept))
-            finished |= over_cap | (token == ar.eos_id)
+            finished |= ended_at_cap | (token == ar.eos_id)
             if bool(finished.all()):
                 break
             switched = token == ar.sc_id

@@ -222,10 +222,15 @@ def test_length_cap_gives_two_speakers_a_capped_status_and_a_warning(batch, capl
 
     model = tiny_model().eval()
     with torch.no_grad():
-        model.ar.head.bias[model.ar.sc_id] = -1e4  # never switches speakers
+        model.ar.head.bias[model.ar.sc_id] = -1e4  # never switches speakers: <sc> forced at the cap ...
+        model.ar.head.bias[model.ar.eos_id] = -1e4  # ... and never ends: speaker 2 capped too
     for output, cap in zip(model.generate(speech, lengths, FRAMES, options), caps):
         assert output.status == "capped_no_sc"
-        assert [len(t) for t in output.tokens] == [cap, 0] and output.tokens[1].shape == (0, Q)
+        assert [len(t) for t in output.tokens] == [cap, cap] and output.tokens[1].shape == (cap, Q)
+    with torch.no_grad():
+        model.ar.head.bias[model.ar.eos_id] = 2e4  # forced <sc>, then speaker 2 ends after one frame
+    for output, cap in zip(model.generate(speech, lengths, FRAMES, options), caps):
+        assert output.status == "capped_no_sc" and [len(t) for t in output.tokens] == [cap, 1]
     with torch.no_grad():
         model.ar.head.bias[model.ar.sc_id] = 1e4  # switches as soon as allowed (after one frame) ...
         model.ar.head.bias[model.ar.eos_id] = -1e4  # ... and never ends
