@@ -189,8 +189,9 @@ def test_ar_nar_generates_its_training_utterances_and_stops_at_their_length(tmp_
     trained = f"after {AR_NAR_STEPS} steps ({stats})"
     codec = tiny_codec()
     for scale in GUIDANCE_SCALES:
-        options = SynthesisOptions(temperature=0.0, guidance_scale=scale)  # greedy
-        # Lengths are the AR stage's own: a frame count below the cap ceil(1.5 T') means an end token.
+        # Greedy, and a cap above the targets' lengths (the default caps at T'): a frame count
+        # below the cap ceil(1.5 T') means the AR emitted its end token itself.
+        options = SynthesisOptions(temperature=0.0, guidance_scale=scale, max_length_ratio=1.5)
         caps = {key: int(np.ceil(options.max_length_ratio * len(e["est_tokens"]))) for key, e in examples.items()}
         assert all(caps[key] > frames for key, frames in FRAMES.items())
         stage_11 = stage_11_tokens(tmp_path / f"guidance_{scale}", Resynthesizer(model, codec, token_list, options), examples)
