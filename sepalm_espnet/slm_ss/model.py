@@ -29,12 +29,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from torch import nn
 
 from sepalm_espnet.slm_ss.encoders import build_mixture_encoder
-from sepalm_espnet.synthesizer.ar_nar import IGNORE_ID, cross_entropy_and_accuracy
+from sepalm_espnet.synthesizer.ar_nar import IGNORE_ID, ar_nar_training_output, cross_entropy_and_accuracy
 from sepalm_espnet.synthesizer.layers import (
     PAD_ID,
     CachedDecoderLayer,
@@ -442,15 +441,7 @@ class SlmSsModel(AbsESPnetModel):
         nar_targets = speakers[..., codebook].masked_fill(~lengths_to_mask(speaker_lengths, width), IGNORE_ID)
         nar_loss, nar_accuracy = cross_entropy_and_accuracy(nar_logits, nar_targets)
 
-        loss = ar_loss + nar_loss
-        stats = dict(
-            loss=loss.detach(),
-            ar_loss=ar_loss.detach(),
-            ar_acc=ar_accuracy.detach(),
-            nar_loss=nar_loss.detach(),
-            nar_acc=nar_accuracy.detach(),
-        )
-        return force_gatherable((loss, stats, torch.tensor(batch)), loss.device)
+        return ar_nar_training_output(ar_loss, ar_accuracy, nar_loss, nar_accuracy, batch)
 
     def collect_feats(self, **batch: torch.Tensor) -> Dict[str, torch.Tensor]:
         """No features to normalize: the encoder reads waveforms."""

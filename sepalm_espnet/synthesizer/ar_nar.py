@@ -67,6 +67,17 @@ def cross_entropy_and_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> T
     return loss, accuracy
 
 
+def ar_nar_training_output(
+    ar_loss: torch.Tensor, ar_accuracy: torch.Tensor, nar_loss: torch.Tensor, nar_accuracy: torch.Tensor, batch: int
+) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
+    """(loss, stats, weight) of an AR + NAR codec LM's training step, as ESPnet's trainer takes them
+    (this synthesizer's and SLM-SS's)."""
+    loss = ar_loss + nar_loss
+    stats = dict(loss=loss.detach(), ar_loss=ar_loss.detach(), ar_acc=ar_accuracy.detach(),
+                 nar_loss=nar_loss.detach(), nar_acc=nar_accuracy.detach())
+    return force_gatherable((loss, stats, torch.tensor(batch)), loss.device)
+
+
 class ArCodebookDecoder(nn.Module):
     """Decoder-only LM of codebook 1; ids codebook_size (end) and codebook_size + 1 (start)."""
 
@@ -270,15 +281,7 @@ class ArNarSynthesizer(AbsESPnetModel):
         nar_targets = ref_tokens[..., codebook].masked_fill(~ref_valid, IGNORE_ID)
         nar_loss, nar_accuracy = cross_entropy_and_accuracy(nar_logits, nar_targets)
 
-        loss = ar_loss + nar_loss
-        stats = dict(
-            loss=loss.detach(),
-            ar_loss=ar_loss.detach(),
-            ar_acc=ar_accuracy.detach(),
-            nar_loss=nar_loss.detach(),
-            nar_acc=nar_accuracy.detach(),
-        )
-        return force_gatherable((loss, stats, torch.tensor(batch)), loss.device)
+        return ar_nar_training_output(ar_loss, ar_accuracy, nar_loss, nar_accuracy, batch)
 
     def collect_feats(self, **batch: torch.Tensor) -> Dict[str, torch.Tensor]:
         """No features to normalize: the inputs are token ids."""
