@@ -33,6 +33,8 @@ def main(argv=None):
     def work():
         loaded = load_separator(args.train_config, args.model_file, args.device,
                                 cli.options_from_args(args, SlmSsDecodeOptions))
+        if loaded.fs is not None and loaded.fs != args.fs:
+            raise ValueError(f"{args.model_file}: the model separates {loaded.fs} Hz audio, not --fs {args.fs}")
         separator = LongAudioSeparator(loaded.separate, loaded.num_spk, args.fs,
                                        options=cli.options_from_args(args, SegmentOptions),
                                        min_samples=loaded.min_samples)

@@ -126,6 +126,9 @@ def test_stage_4_bin_writes_two_speakers_of_the_input_length_and_their_status(tr
     for key, path in flat.items():
         wave, fs = sf.read(path)
         assert fs == FS and len(wave) == sf.info(mixtures[key.rsplit("_spk", 1)[0]]).frames
+    with pytest.raises(SystemExit, match="separates 16000 Hz audio, not --fs 8000"):
+        sep_inference.main(["--data_dir", str(valid), "--model_file", str(exp / "valid.loss.ave.pth"), "--fs", "8000",
+                            "--output_dir", str(tmp_path / "at_8k")])
     statuses = read_kv(out / STATUS_FILE)
     assert set(statuses) == set(mixtures)
     assert all(status in STATUSES for value in statuses.values() for status in value.split(","))
