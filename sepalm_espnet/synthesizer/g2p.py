@@ -59,8 +59,11 @@ class G2p:
         self.separator = Separator(phone=" ", word=f" {WORD_BOUNDARY} ", syllable=None)
 
     def __call__(self, texts: Sequence[str]) -> List[str]:
+        """A text without phonemes (empty, e.g. the corrector's transcript of a silent estimate)
+        becomes WORD_BOUNDARY alone, a pause: every line of a phoneme file then has a value,
+        which ESPnet's text loader requires, and training and the pipeline see the same token."""
         phonemized = self.backend.phonemize(list(texts), separator=self.separator, strip=True, njobs=1)
-        return [" ".join(clean_boundaries(line.split())) for line in phonemized]
+        return [" ".join(clean_boundaries(line.split())) or WORD_BOUNDARY for line in phonemized]
 
 
 def phonemize_text_file(text_path: PathLike, output_path: PathLike, g2p: G2p,
@@ -79,9 +82,13 @@ def phonemize_text_file(text_path: PathLike, output_path: PathLike, g2p: G2p,
         chunk = keys[start : start + LINES_PER_CALL]
         phonemes.update(zip(chunk, g2p([texts[key] for key in chunk])))
         logger.info("%s: phonemized %d of %d lines", text_path, len(phonemes), len(keys))
-    silent = [key for key in keys if texts[key].strip() and not phonemes[key]]
+    empty = [key for key in keys if not texts[key].strip()]
+    if empty:
+        logger.info("%s: %d empty lines written as '%s' (a pause)", text_path, len(empty), WORD_BOUNDARY)
+    silent = [key for key in keys if texts[key].strip() and phonemes[key] == WORD_BOUNDARY]
     if silent:
-        logger.warning("%s: %d non-empty lines gave no phonemes, e.g. '%s'", text_path, len(silent), silent[0])
+        logger.warning("%s: %d non-empty lines gave no phonemes (written as '%s'), e.g. '%s'",
+                       text_path, len(silent), WORD_BOUNDARY, silent[0])
     write_kv(output_path, phonemes)
     return phonemes
 
