@@ -58,10 +58,9 @@ SPEECH_COLUMNS = (
     Column("sim", "SIM", "{:.3f}"),
     # Transcripts whose Whisper decoding looped to its token limit (asr_teacher.LENGTH_LIMIT).
     Column("n_asr_length_limit", "ASR token-limit hits", "{:.0f}"),
-    # Mixtures where SLM-SS's AR decoder hit its length cap (its `decode_status`; a speaker it
-    # never reached is silent).
-    Column("n_separator_capped", "separator length-cap hits", "{:.0f}"),
 )
+# Mixtures where SLM-SS's AR decoder reached its length cap (stage 4's `decode_status`).
+CAP_COLUMNS = (Column("n_separator_capped", "separator length-cap hits", "{:.0f}"),)
 # The corrector's fallbacks (its `status` file: every value but `parsed`), of transcript rows.
 FALLBACK_COLUMNS = (
     Column("n_fallbacks", "fallbacks", "{:.0f}"),
@@ -69,10 +68,11 @@ FALLBACK_COLUMNS = (
 )
 RTF_COLUMNS = (Column("rtf", "RTF", "{:.3f}"),)
 # RTF last: readers (and the mini recipe's test) take a row's last cell as its RTF.
-ALL_COLUMNS = SEPARATION_COLUMNS + TRANSCRIPT_COLUMNS + SPEECH_COLUMNS + FALLBACK_COLUMNS + RTF_COLUMNS
+ALL_COLUMNS = SEPARATION_COLUMNS + TRANSCRIPT_COLUMNS + SPEECH_COLUMNS + CAP_COLUMNS + FALLBACK_COLUMNS + RTF_COLUMNS
 COLUMN_PRESETS = {
     "separation": SEPARATION_COLUMNS,
     "speech": SPEECH_COLUMNS,
+    "caps": CAP_COLUMNS,
     "fallback": FALLBACK_COLUMNS,
     "all": ALL_COLUMNS,
 }
