@@ -120,8 +120,8 @@ class ForcedDecoding:
 
 @dataclass
 class DecodingRecord:
-    """What the decoding produced: per HF generate call of the corrector (prompt tokens, new
-    tokens), per AR+NAR generation (T', T''), and the synthesizer block's parts."""
+    """What the decoding produced: per corrector prompt (its tokens, the new tokens of its
+    generate call), per synthesized segment (T', T''), and the synthesizer block's parts."""
 
     steps: Dict[str, List[Tuple[int, int]]] = field(default_factory=lambda: {"step I": [], "step II": []})
     ar_frames: List[Tuple[int, int]] = field(default_factory=list)  # (T' in, T'' out)
@@ -271,8 +271,9 @@ def force_corrector_lengths(generator: CorrectorGenerator, tokens: int, record: 
                                      generator.eoa_id)
         output = original(input_ids=input_ids, generation_config=generation_config,
                           logits_processor=[processor], **kwargs)
-        record.steps["step I" if step_one else "step II"].append(
-            (int(input_ids.size(1)), int(output.size(1) - input_ids.size(1))))
+        prompts = kwargs["attention_mask"].sum(dim=1).tolist()  # left-padded batch: each row's own prompt
+        new_tokens = int(output.size(1) - input_ids.size(1))
+        record.steps["step I" if step_one else "step II"].extend((int(n), new_tokens) for n in prompts)
         return output
 
     generator.lm.generate = generate
@@ -297,12 +298,12 @@ def record_synthesizer(resynthesizer: Resynthesizer, record: DecodingRecord) -> 
 
     def generate(est_tokens, est_tokens_lengths, *args, **kwargs):
         tokens, lengths = original(est_tokens, est_tokens_lengths, *args, **kwargs)
-        record.ar_frames.append((int(est_tokens_lengths[0]), int(lengths[0])))
+        record.ar_frames.extend(zip(est_tokens_lengths.tolist(), lengths.tolist()))  # a batch: one pair per row
         return tokens, lengths
 
     frame_seconds = 1.0 / codec.frame_rate
     model.generate = timed(record.synthesizer_parts, "AR+NAR generate",
-                           lambda est, lengths, *_: int(lengths[0]) * frame_seconds, generate)
+                           lambda est, lengths, *_: int(lengths.sum()) * frame_seconds, generate)
     codec.encode_batch = timed(record.synthesizer_parts, "codec encode",
                                lambda waves: sum(len(wave) for wave in waves) / codec.sample_rate, codec.encode_batch)
     codec.decode = timed(record.synthesizer_parts, "codec decode",

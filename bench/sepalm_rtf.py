@@ -25,6 +25,7 @@ random weights the corrector's statuses and the decoding lengths actually produc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import sys
 import time
@@ -103,7 +104,6 @@ def random_inputs(args: argparse.Namespace, fs: int) -> list:
 
 def random_weights_bench(args: argparse.Namespace) -> None:
     from random_system import ForcedDecoding, build_system, describe, synthetic_mixture
-    from sepalm_espnet.metrics.rtf import RtfMeter
 
     dtype = DTYPES[args.dtype]
     if torch.device(args.device).type == "cuda":
@@ -119,23 +119,45 @@ def random_weights_bench(args: argparse.Namespace) -> None:
 
     if args.warmup_seconds > 0:
         model.separate(synthetic_mixture(args.warmup_seconds, model.fs, seed=12345), model.fs)
-    record = system.record
+    inputs = random_inputs(args, model.fs)
+    totals = {}
+    for batch_size in args.batch_sizes:
+        model.options = dataclasses.replace(model.options, batch_size=batch_size)
+        print(f"\n--- pipeline batch_size {batch_size} (segments refined together) ---")
+        totals[batch_size] = timed_run(model, system.record, inputs, args)
+    if len(totals) > 1:
+        first = args.batch_sizes[0]
+        print("\nbatch_size  total RTF  speed-up over batch_size " + str(first))
+        for batch_size, rtf in totals.items():
+            print(f"{batch_size:>10}{rtf:>11.3f}{totals[first] / rtf:>10.2f}x")
+    memory = f"peak RSS {peak_rss_mb():.0f} MB"
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        memory += f", peak GPU memory {torch.cuda.max_memory_allocated() / 1024**2:.0f} MB (timed inputs)"
+    print(memory)
+
+
+def timed_run(model, record, inputs: list, args: argparse.Namespace) -> float:
+    """Every input through model.separate_batch, timed per component (the record and the RTF
+    meter start empty); prints the table and the decoding lengths; returns the total RTF."""
+    from sepalm_espnet.metrics.rtf import RtfMeter
+
     record.clear()
     model.rtf = RtfMeter()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.reset_peak_memory_stats()
     statuses: Counter = Counter()
-    inputs = random_inputs(args, model.fs)
-    for wave, fs in inputs:
-        for speaker in model.separate(wave, fs):
+    rate = inputs[0][1]
+    for speakers in model.separate_batch([wave for wave, _ in inputs], rate):
+        for speaker in speakers:
             statuses.update(speaker.status)
 
-    print_table(model.rtf.to_json(), len(inputs), args.seconds, args.device)
+    report = model.rtf.to_json()
+    print_table(report, len(inputs), args.seconds, args.device)
     print(f"corrector statuses: {dict(sorted(statuses.items()))} (random weights: any is fine for timing)")
     for step, calls in record.steps.items():
         if calls:
             prompts, new = zip(*calls)
-            print(f"corrector {step}: {len(calls)} calls, prompt {np.mean(prompts):.0f} tokens, "
+            print(f"corrector {step}: {len(calls)} prompts, {np.mean(prompts):.0f} tokens each, "
                   f"{min(new)}-{max(new)} new tokens (forced: {args.transcript_tokens})")
     if record.steps["step I"]:
         units = sum(prompt - record.template_tokens for prompt, _ in record.steps["step I"])
@@ -147,14 +169,12 @@ def random_weights_bench(args: argparse.Namespace) -> None:
               f"(T' = {record.ar_frames[0][0]})")
         parts = ", ".join(f"{name} {timing.compute_s:.2f} s" for name, timing in record.synthesizer_parts.components.items())
         print(f"synthesizer block: {parts}")
-    memory = f"peak RSS {peak_rss_mb():.0f} MB"
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        memory += f", peak GPU memory {torch.cuda.max_memory_allocated() / 1024**2:.0f} MB (timed inputs)"
-    print(memory)
+    return report["rtf"]
 
 
 def main() -> None:
     from random_system import CORRECTOR_SHAPES, SIZES, ForcedDecoding
+    from sepalm_espnet.pipeline import PipelineOptions
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="packed SepALM archive or its unpacked dir")
@@ -174,6 +194,8 @@ def main() -> None:
                         help="random weights: this LLaMA shape instead of the size's (no memory fallback)")
     parser.add_argument("--transcript_tokens", type=int, default=ForcedDecoding.transcript_tokens,
                         help=ForcedDecoding.__dataclass_fields__["transcript_tokens"].metadata["help"])
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[PipelineOptions.batch_size],
+                        help="random weights: pipeline batch sizes to time side by side on the same inputs (e.g. 1 8)")
     parser.add_argument("--warmup_seconds", type=float, default=1.0,
                         help="random weights: length of the untimed warm-up input (0: none)")
     args = parser.parse_args()

@@ -1,10 +1,11 @@
 """SepALM end to end (paper Fig. 1): separator -> units -> corrector -> G2P -> synthesizer -> aligner.
 
 `SepALM.from_pretrained(archive or unpacked dir).separate(audio)` returns, per speaker, the
-final waveform with the preliminary and corrected transcripts. Everything after the separator
-works on one estimate at a time; estimates longer than `PipelineOptions.max_segment_sec` are
-cut at pauses and the pieces stitched back, so memory stays bounded on long recordings (the
-separator has its own segmenting, LongAudioSeparator). `SeparatorModel` is the separator
+final waveform with the preliminary and corrected transcripts. Estimates longer than
+`PipelineOptions.max_segment_sec` are cut at pauses and the pieces stitched back, so memory stays
+bounded on long recordings (the separator has its own segmenting, LongAudioSeparator); the
+segments of both speakers (and of several inputs: `separate_batch`) are refined in batches of
+`PipelineOptions.batch_size`. `SeparatorModel` is the separator
 stage alone, the system of a separator-only archive.
 
 Ablations of paper Table 3 are switches: `mode="separator_only"` (d), `mode="no_aligner"`
@@ -20,7 +21,7 @@ import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import librosa
 import numpy as np
@@ -48,6 +49,7 @@ from sepalm_espnet.separator.registry import (
 from sepalm_espnet.slm_ss.model import SlmSsDecodeOptions
 from sepalm_espnet.synthesizer.codec_base import TokenCodec
 from sepalm_espnet.synthesizer.g2p import WORD_BOUNDARY, G2p
+from sepalm_espnet.synthesizer.layers import PAD_ID
 from sepalm_espnet.synthesizer.resynthesize import Resynthesizer, SynthesisOptions
 from sepalm_espnet.synthesizer.t2s import load_text_to_semantic
 
@@ -67,9 +69,20 @@ class PipelineOptions:
         default=20.0,
         metadata={"help": "estimates longer than this are cut at pauses and refined piece by piece (bounded memory)"},
     )
+    batch_size: int = field(
+        default=8,
+        metadata={"help": "segments refined together (both speakers, every piece, the inputs of separate_batch): one "
+                          "corrector / G2P / text-to-semantic / synthesizer call each; 1: one at a time as in stages 9-13"},
+    )
     g2p_language: str = field(
         default=G2P_LANGUAGE, metadata={"help": "espeak language of the G2P between the corrector and the synthesizer"}
     )
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.max_segment_sec <= 0:
+            raise ValueError(f"max_segment_sec must be positive, got {self.max_segment_sec}")
 
 
 @dataclass
@@ -112,6 +125,14 @@ def as_samples(audio: AudioInput, sample_rate: Optional[int]) -> Tuple[np.ndarra
                              f"mixtures, or channels?); expected {expected}; separate a batch one mixture at a time")
         samples = samples.T  # channels-first -> (T, channels)
     return samples, int(sample_rate)
+
+
+def checked_samples(audio: AudioInput, sample_rate: Optional[int]) -> Tuple[np.ndarray, int]:
+    """as_samples, refusing NaN or infinite samples (named by the file when there is one)."""
+    samples, fs = as_samples(audio, sample_rate)
+    if not np.all(np.isfinite(samples)):
+        raise AudioError(f"{audio if isinstance(audio, (str, Path)) else 'input'}: NaN or infinite samples")
+    return samples, fs
 
 
 def separator_config_and_weights(root: Path, checkpoint: Optional[str]) -> Tuple[Dict[str, Any], Path]:
@@ -326,64 +347,95 @@ class SepALM:
 
     def separate(self, audio: AudioInput, sample_rate: Optional[int] = None) -> List[SeparatedSpeaker]:
         """sample_rate: required for arrays and tensors; a file's own rate is used otherwise."""
-        samples, fs = as_samples(audio, sample_rate)
-        if not np.all(np.isfinite(samples)):
-            raise AudioError(f"{audio if isinstance(audio, (str, Path)) else 'input'}: NaN or infinite samples")
-        seconds = samples.shape[0] / fs
-        self.rtf.add_input(seconds)
-        with self.rtf.time("separator", seconds):
-            estimates = self.separator.separate(samples, fs)
-        if self.mode == zoo.SEPARATOR_ONLY:
-            return [SeparatedSpeaker(estimate) for estimate in estimates]
-        speakers = []
-        for estimate in estimates:
-            at_model_rate = _resample(estimate, fs, self.fs)
-            pieces = [self._refine(at_model_rate[start:end]) for start, end in
-                      pause_segments(at_model_rate, self.fs, self.options.max_segment_sec)]
-            refined = np.concatenate([piece[0] for piece in pieces])
-            speakers.append(SeparatedSpeaker(
-                _fit(_resample(refined, self.fs, fs), len(estimate)).astype(np.float32),
-                " ".join(piece[1].preliminary for piece in pieces if piece[1].preliminary),
-                " ".join(piece[1].corrected for piece in pieces if piece[1].corrected),
-                [piece[1].status for piece in pieces],
-            ))
-        return speakers
+        return self.separate_batch([audio], sample_rate)[0]
 
-    def _refine(self, estimate: np.ndarray) -> Tuple[np.ndarray, Any]:
-        """One segment of one estimate (at the separator's rate) -> (output, Correction)."""
-        seconds = len(estimate) / self.fs
+    def separate_batch(
+        self, audios: Sequence[AudioInput], sample_rate: Optional[int] = None
+    ) -> List[List[SeparatedSpeaker]]:
+        """separate() of each input. Each is separated alone; then the segments of every estimate
+        of every input are refined in batches of options.batch_size (similar lengths together).
+        Greedy decoding gives what one at a time gives; sampling draws each batch from one stream."""
+        inputs = [checked_samples(audio, sample_rate) for audio in audios]  # every input read before any work
+        estimates: List[List[np.ndarray]] = []
+        for samples, fs in inputs:
+            seconds = samples.shape[0] / fs
+            self.rtf.add_input(seconds)
+            with self.rtf.time("separator", seconds):
+                estimates.append(self.separator.separate(samples, fs))
+        if self.mode == zoo.SEPARATOR_ONLY:
+            return [[SeparatedSpeaker(estimate) for estimate in per_input] for per_input in estimates]
+        pieces: List[Tuple[Tuple[int, int], np.ndarray]] = []  # ((input, speaker), segment at the model's rate)
+        for index, ((_, fs), per_input) in enumerate(zip(inputs, estimates)):
+            for speaker, estimate in enumerate(per_input):
+                at_model_rate = _resample(estimate, fs, self.fs)
+                pieces += [((index, speaker), at_model_rate[start:end]) for start, end in
+                           pause_segments(at_model_rate, self.fs, self.options.max_segment_sec)]
+        order = sorted(range(len(pieces)), key=lambda i: len(pieces[i][1]))
+        refined: Dict[int, Tuple[np.ndarray, Any]] = {}
+        for first in range(0, len(order), self.options.batch_size):
+            batch = order[first : first + self.options.batch_size]
+            refined.update(zip(batch, self._refine_batch([pieces[i][1] for i in batch])))
+        per_estimate: Dict[Tuple[int, int], List[Tuple[np.ndarray, Any]]] = {}
+        for i, (owner, _) in enumerate(pieces):  # in time order within each estimate
+            per_estimate.setdefault(owner, []).append(refined[i])
+        return [[self._joined(per_estimate[index, speaker], estimate, fs) for speaker, estimate in enumerate(per_input)]
+                for index, ((_, fs), per_input) in enumerate(zip(inputs, estimates))]
+
+    def _joined(self, parts: List[Tuple[np.ndarray, Any]], estimate: np.ndarray, fs: int) -> SeparatedSpeaker:
+        """One estimate's refined segments, back at the input's rate and length."""
+        refined = np.concatenate([output for output, _ in parts])
+        return SeparatedSpeaker(
+            _fit(_resample(refined, self.fs, fs), len(estimate)).astype(np.float32),
+            " ".join(correction.preliminary for _, correction in parts if correction.preliminary),
+            " ".join(correction.corrected for _, correction in parts if correction.corrected),
+            [correction.status for _, correction in parts],
+        )
+
+    def _refine_batch(self, estimates: List[np.ndarray]) -> List[Tuple[np.ndarray, Any]]:
+        """Segments of estimates (at the separator's rate) -> (output, Correction) each. The
+        corrector, G2P, text-to-semantic and synthesizer models take the batch at once; unit
+        features, codec and aligner go segment by segment, since their convolutions and
+        normalizations would see a batch's padding (and they cost little of the total)."""
+        seconds = sum(len(estimate) for estimate in estimates) / self.fs
         with self.rtf.time("units", seconds):
-            features = self.unit_extractor.extract(_resample(estimate, self.fs, UNITS_FS))
-            units = units_from_features(features, self.quantizer)
+            units = [units_from_features(self.unit_extractor.extract(_resample(estimate, self.fs, UNITS_FS)), self.quantizer)
+                     for estimate in estimates]
         with self.rtf.time("corrector", seconds):
-            correction = self.corrector.correct([units])[0]
+            corrections = self.corrector.correct(units)
         with self.rtf.time("g2p", seconds):
-            phonemes = self.g2p([correction.corrected])[0]
-        semantic = None
+            phonemes = self.g2p([correction.corrected for correction in corrections])
+        semantic: List[Optional[List[int]]] = [None] * len(estimates)
         if self.text_to_semantic is not None:
             with self.rtf.time("text_to_semantic", seconds):
                 semantic = self._semantic(phonemes)
         codec: TokenCodec = self.resynthesizer.codec
         with self.rtf.time("synthesizer", seconds):
-            at_codec_rate = _resample(estimate, self.fs, codec.sample_rate)
-            est_tokens = codec.encode_batch([at_codec_rate])[0].T.cpu().numpy()
-            refined = self.resynthesizer.synthesize(est_tokens, phonemes, semantic, len(at_codec_rate))
-            refined = _fit(_resample(refined, codec.sample_rate, self.fs), len(estimate))
+            at_codec_rate = [_resample(estimate, self.fs, codec.sample_rate) for estimate in estimates]
+            est_tokens = [codec.encode_batch([wave])[0].T.cpu().numpy() for wave in at_codec_rate]
+            waves = self.resynthesizer.synthesize_batch(est_tokens, phonemes, semantic, [len(w) for w in at_codec_rate])
+            refined = [_fit(_resample(wave, codec.sample_rate, self.fs), len(estimate))
+                       for wave, estimate in zip(waves, estimates)]
         if self.mode == zoo.NO_ALIGNER:
-            return refined, correction
+            return list(zip(refined, corrections))
         with self.rtf.time("aligner", seconds):
-            aligned = self.aligner.align(
-                _resample(estimate, self.fs, self.aligner.fs), _resample(refined, self.fs, self.aligner.fs)
-            )
-        return _fit(_resample(aligned, self.aligner.fs, self.fs), len(estimate)), correction
+            aligned = [
+                _fit(_resample(self.aligner.align(_resample(estimate, self.fs, self.aligner.fs),
+                                                  _resample(synthesized, self.fs, self.aligner.fs)),
+                               self.aligner.fs, self.fs), len(estimate))
+                for estimate, synthesized in zip(estimates, refined)
+            ]
+        return list(zip(aligned, corrections))
 
-    def _semantic(self, phonemes: str) -> List[int]:
-        """Greedy semantic tokens of one phoneme string (an empty one stands for a pause)."""
+    def _semantic(self, phonemes: List[str]) -> List[List[int]]:
+        """Greedy semantic tokens of each phoneme string (an empty one stands for a pause), in one
+        padded generate() call."""
         model, token_list = self.text_to_semantic
-        ids = token_list.encode(phonemes) or token_list.encode(WORD_BOUNDARY)
+        ids = [token_list.encode(text) or token_list.encode(WORD_BOUNDARY) for text in phonemes]
         device = next(model.parameters()).device
-        units, lengths = model.generate(torch.tensor([ids], device=device), torch.tensor([len(ids)], device=device))
-        return units[0, : int(lengths[0])].tolist()
+        padded = torch.nn.utils.rnn.pad_sequence([torch.tensor(row) for row in ids], batch_first=True,
+                                                 padding_value=PAD_ID).to(device)
+        units, lengths = model.generate(padded, torch.tensor([len(row) for row in ids], device=device))
+        return [row[: int(length)].tolist() for row, length in zip(units, lengths)]
 
 
 def _load_text_to_semantic(root: Path, device: str) -> Tuple[Any, Any]:
@@ -411,16 +463,26 @@ def overall_status(segment_statuses: List[str]) -> str:
 
 def separate_entries(model: SepALM, entries: Mapping[str, str], where: PathLike, outdir: PathLike) -> None:
     """`key audio` entries -> <outdir>/wavs/<key>_spk<n>.wav, and once every key is done
-    spk<n>.scp, text_pt_spk<n>, text_ct_spk<n> and status_spk<n> (the corrector's, per estimate)."""
+    spk<n>.scp, text_pt_spk<n>, text_ct_spk<n> and status_spk<n> (the corrector's, per estimate).
+    Mixtures go through separate_batch options.batch_size at a time."""
     outdir = Path(outdir)
     tables: Dict[str, Dict[int, Dict[str, str]]] = {name: {} for name in ("spk", "text_pt_spk", "text_ct_spk", "status_spk")}
-    for key, value in tqdm(entries.items(), desc="separate", unit="mixture", total=len(entries)):
-        samples, fs = load_scp_audio(value, f"{where} (key {key})")
-        speakers = model.separate(samples, fs)
-        for n, (path, speaker) in enumerate(zip(write_speakers(outdir / "wavs", key, speakers, fs), speakers), start=1):
-            for name, cell in (("spk", str(path)), ("text_pt_spk", speaker.preliminary),
-                               ("text_ct_spk", speaker.corrected), ("status_spk", overall_status(speaker.status))):
-                tables[name].setdefault(n, {})[key] = cell
+    keys = list(entries)
+    group_size = model.options.batch_size
+    with tqdm(desc="separate", unit="mixture", total=len(keys)) as progress:
+        for first in range(0, len(keys), group_size):
+            group = keys[first : first + group_size]
+            audio = [load_scp_audio(entries[key], f"{where} (key {key})") for key in group]
+            rates = {fs for _, fs in audio}
+            results = (model.separate_batch([samples for samples, _ in audio], rates.pop()) if len(rates) == 1
+                       else [model.separate(samples, fs) for samples, fs in audio])
+            for key, (_, fs), speakers in zip(group, audio, results):
+                paths = write_speakers(outdir / "wavs", key, speakers, fs)
+                for n, (path, speaker) in enumerate(zip(paths, speakers), start=1):
+                    for name, cell in (("spk", str(path)), ("text_pt_spk", speaker.preliminary),
+                                       ("text_ct_spk", speaker.corrected), ("status_spk", overall_status(speaker.status))):
+                        tables[name].setdefault(n, {})[key] = cell
+            progress.update(len(group))
     for name, per_speaker in tables.items():
         for n, cells in per_speaker.items():
             write_kv(outdir / (f"spk{n}.scp" if name == "spk" else f"{name}{n}"), cells)

@@ -76,15 +76,18 @@ def stub_quantizer(features):
 
 
 class StubCorrector:
-    """Parses every other segment and falls back on the rest, so statuses tell segments apart."""
+    """Names each segment by its unit count and parses the odd counts only (falls back on the
+    rest), so transcripts and statuses tell segments apart whatever order they come in."""
 
     def __init__(self):
-        self.calls = 0
+        self.segments = 0
+        self.batches = []
 
     def correct(self, units):
-        self.calls += 1
-        status = PARSED if self.calls % 2 else FALLBACK_PRELIMINARY
-        return [Correction(f"pre{self.calls}", f"cor{self.calls}", status)]
+        self.segments += len(units)
+        self.batches.append(len(units))
+        return [Correction(f"pre{len(u)}", f"cor{len(u)}", PARSED if len(u) % 2 else FALLBACK_PRELIMINARY)
+                for u in units]
 
 
 class StubCodec:
@@ -100,8 +103,8 @@ class StubResynthesizer:
     def __init__(self, needs_semantic=False):
         self.needs_semantic = needs_semantic
 
-    def synthesize(self, est_tokens, phonemes, semantic, num_samples):
-        return np.full(num_samples, 0.25, np.float32)
+    def synthesize_batch(self, est_tokens, phonemes, semantic, num_samples):
+        return [np.full(samples, 0.25, np.float32) for samples in num_samples]
 
 
 class StubAligner:
@@ -115,27 +118,56 @@ def stub_g2p(texts):
     return [text.upper() for text in texts]
 
 
-def stub_system(mode, corrector=None):
+def stub_system(mode, corrector=None, batch_size=PipelineOptions.batch_size):
     return SepALM(StubSeparator(), StubExtractor(), stub_quantizer, corrector or StubCorrector(), stub_g2p,
-                  StubResynthesizer(), StubAligner(), mode=mode, options=PipelineOptions(max_segment_sec=1.0))
+                  StubResynthesizer(), StubAligner(), mode=mode,
+                  options=PipelineOptions(max_segment_sec=1.0, batch_size=batch_size))
 
 
 @pytest.mark.parametrize("mode", ["sepalm", "no_aligner"])
-def test_every_speaker_keeps_the_corrector_status_of_each_of_its_segments(mode):
-    wave = speech_with_pauses(2, burst_sec=0.8, pause_sec=0.3)
-    segments = pause_segments(wave, FS, max_sec=1.0)
-    assert len(segments) >= 2
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_every_speaker_keeps_the_corrector_status_of_each_of_its_segments(mode, batch_size):
+    wave = speech_with_pauses(3, burst_sec=0.8, pause_sec=0.3)
     corrector = StubCorrector()
-    speakers = stub_system(mode, corrector).separate(wave, FS)
-    assert len(speakers) == 2 and corrector.calls == 2 * len(segments)
-    calls = iter(range(1, corrector.calls + 1))
-    for speaker, estimate in zip(speakers, (wave, 0.5 * wave)):
-        numbers = [next(calls) for _ in segments]
-        assert speaker.status == [PARSED if n % 2 else FALLBACK_PRELIMINARY for n in numbers]
-        assert speaker.preliminary == " ".join(f"pre{n}" for n in numbers)
-        assert speaker.corrected == " ".join(f"cor{n}" for n in numbers)
+    speakers = stub_system(mode, corrector, batch_size).separate(wave, FS)
+    assert len(speakers) == 2
+    segments = {0: pause_segments(wave, FS, max_sec=1.0), 1: pause_segments(0.5 * wave, FS, max_sec=1.0)}
+    total = len(segments[0]) + len(segments[1])
+    assert len(segments[0]) >= 3 and corrector.segments == total
+    # both speakers' segments share batches: ceil(total / batch_size) corrector calls
+    assert corrector.batches == [min(batch_size, total - start) for start in range(0, total, batch_size)]
+    for speaker, estimate, cuts in zip(speakers, (wave, 0.5 * wave), segments.values()):
+        counts = [(end - start) // 320 for start, end in cuts]  # StubExtractor's frames, all distinct units
+        assert speaker.status == [PARSED if n % 2 else FALLBACK_PRELIMINARY for n in counts]
+        assert speaker.preliminary == " ".join(f"pre{n}" for n in counts)
+        assert speaker.corrected == " ".join(f"cor{n}" for n in counts)
         expected = estimate + 0.25 if mode == "sepalm" else np.full(len(wave), 0.25)
         np.testing.assert_allclose(speaker.waveform, expected, atol=1e-6)
+
+
+def test_separate_batch_gives_each_input_what_separate_gives_it():
+    inputs = [speech_with_pauses(n, burst_sec=0.7, pause_sec=0.3, seed=n) for n in (1, 2, 3)]
+    system = stub_system("sepalm", batch_size=4)
+    batched = system.separate_batch(inputs, FS)
+    for wave, speakers in zip(inputs, batched):
+        alone = system.separate(wave, FS)
+        for got, expected in zip(speakers, alone):
+            np.testing.assert_array_equal(got.waveform, expected.waveform)
+            assert (got.preliminary, got.corrected, got.status) == (expected.preliminary, expected.corrected, expected.status)
+
+
+def test_a_bad_input_of_a_batch_is_refused_before_anything_runs():
+    corrector = StubCorrector()
+    bad = np.full(FS, np.nan, np.float32)
+    with pytest.raises(pipeline.AudioError, match="NaN or infinite"):
+        stub_system("sepalm", corrector).separate_batch([speech_with_pauses(1), bad], FS)
+    assert corrector.segments == 0
+
+
+@pytest.mark.parametrize("options", [dict(batch_size=0), dict(max_segment_sec=0.0)])
+def test_pipeline_options_are_checked(options):
+    with pytest.raises(ValueError, match="must be"):
+        PipelineOptions(**options)
 
 
 def test_separator_only_returns_the_estimates_without_transcripts():
@@ -270,3 +302,125 @@ def test_an_array_shaped_like_a_batch_is_refused_not_downmixed():
     assert pipeline.as_samples(np.zeros((1600, 3), np.float32), FS)[0].shape == (1600, 3)  # soundfile's layout
     with pytest.raises(AudioError, match=r"got shape \(2, 3, 1600\)"):
         pipeline.as_samples(np.zeros((2, 3, 1600), np.float32), FS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching over real tiny components: one corrector / G2P / text-to-semantic / synthesizer call
+# per batch gives, under greedy decoding, what one segment at a time gives
+
+N_UNITS = 10
+TEXTS = {  # units, preliminary, corrected: the tiny corrector learns the answer format from these
+    "a": ([3, 1, 4, 1, 5], "THE CAT SAT ON THE MAP", "THE CAT SAT ON THE MAT"),
+    "b": ([2, 7, 1, 8, 2, 8, 6], "A DOG RAN", "A DOG RAN IN THE PARK"),
+}
+TINY_LAYERS = dict(d_model=16, nhead=2, num_layers=1, dim_feedforward=32, dropout=0.0)
+
+
+class TwoVoicesSeparator:
+    """Stands in for a trained separator: the pipeline's batching starts after it."""
+    fs = FS
+
+    def separate(self, samples, fs):
+        return [samples.astype(np.float32), np.ascontiguousarray(samples[::-1]).astype(np.float32)]
+
+
+def tiny_trained_corrector():
+    """A 1-layer LLaMA that learned the chain-of-thought format on two examples, so unseen units
+    give transcripts (parsed or not) instead of nothing."""
+    from sepalm_espnet.corrector.model import AudioLMCorrector
+    from sepalm_espnet.corrector.prompt import encode_prompt
+    from sepalm_espnet.corrector.tokenizer import add_unit_tokens, train_sentencepiece_tokenizer
+    from sepalm_espnet.tasks.corrector import CorrectorCollateFn
+
+    tokenizer = train_sentencepiece_tokenizer([text for _, *texts in TEXTS.values() for text in texts])
+    add_unit_tokens(tokenizer, N_UNITS)
+    torch.manual_seed(0)
+    model = AudioLMCorrector(len(tokenizer), lm_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                            num_key_value_heads=2, intermediate_size=64), use_lora=False)
+    examples = []
+    for key, (units, preliminary, corrected) in TEXTS.items():
+        encoded = encode_prompt(tokenizer, units, preliminary, corrected)
+        examples.append((key, {"input_ids": np.array(encoded.input_ids), "labels": np.array(encoded.labels)}))
+    _, batch = CorrectorCollateFn(tokenizer.eos_token_id)(examples)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        loss, _, _ = model(**batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval(), tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_components():
+    from sepalm_espnet.aligner.inference import AlignerInference
+    from sepalm_espnet.aligner.model import AlignerBuilder
+    from sepalm_espnet.corrector.generate import CorrectorGenerator
+    from sepalm_espnet.corrector.units import KMeansQuantizer, build_feature_extractor
+    from sepalm_espnet.synthesizer.ar_nar import ArNarSynthesizer
+    from sepalm_espnet.synthesizer.codec import DacCodec, build_dac
+    from sepalm_espnet.synthesizer.g2p import G2p, TokenList
+    from sepalm_espnet.synthesizer.masked import MaskedSynthesizer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    corrector, tokenizer = tiny_trained_corrector()
+    extractor = build_feature_extractor("logmel", {}, "cpu")
+    mixture = speech_with_pauses(4, burst_sec=0.6, pause_sec=0.25, seed=5)
+    features = extractor.extract(mixture)
+    quantizer = KMeansQuantizer(features[np.random.default_rng(0).choice(len(features), N_UNITS, replace=False)])
+    g2p = G2p("en-us")
+    token_list = TokenList.build(g2p([text for _, *texts in TEXTS.values() for text in texts]))
+    torch.manual_seed(1)
+    codec = DacCodec(build_dac(encoder_dim=4, encoder_rates=[2, 4, 5], latent_dim=16, decoder_dim=16,
+                               n_codebooks=2, codebook_size=16, codebook_dim=4))
+    ar_nar = ArNarSynthesizer(len(token_list), num_codebooks=2, codebook_size=16, **TINY_LAYERS)
+    with torch.no_grad():  # an end token that competes with the codes: AR outputs of different lengths
+        ar_nar.ar.head.bias[ar_nar.ar.end_id] += 1.0
+    masked = MaskedSynthesizer(num_codebooks=2, codebook_size=16, condition="semantic", semantic_vocab_size=12,
+                               inference_steps=[3, 1], **TINY_LAYERS)
+    text_to_semantic = TextToSemantic(len(token_list), unit_vocab_size=12, d_model=16, nhead=2, num_encoder_layers=1,
+                                      num_decoder_layers=1, dim_feedforward=32, dropout=0.0, max_length_ratio=1.0).eval()
+    aligner_conf = yaml.safe_load(open("egs2/TEMPLATE/sepalm1/conf/tuning/train_ali_cnn_mini.yaml"))
+    import argparse
+    aligner_model = AlignerBuilder.build_model(argparse.Namespace(**aligner_conf))
+    with torch.no_grad():  # untrained it passes ŝ through (zero output layer): here s* must reach the output
+        aligner_model.aligner.output_projection.weight.normal_(0.0, 0.1)
+    aligner = AlignerInference(aligner_model, FS)
+    greedy = SynthesisOptions(temperature=0.0)
+    yield dict(
+        mixture=mixture,
+        corrector=CorrectorGenerator(corrector, tokenizer, do_sample=False, max_length=96),
+        extractor=extractor, quantizer=quantizer, g2p=g2p, aligner=aligner,
+        ar_nar=Resynthesizer(ar_nar, codec, token_list, greedy),
+        masked=(Resynthesizer(masked, codec, token_list, greedy), (text_to_semantic, token_list)),
+    )
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("mode", ["sepalm", "no_aligner"])
+@pytest.mark.parametrize("synthesizer", ["ar_nar", "masked"])
+def test_batched_segments_give_what_one_at_a_time_gives_over_real_components(tiny_components, synthesizer, mode):
+    parts = tiny_components
+    resynthesizer, text_to_semantic = (parts["ar_nar"], None) if synthesizer == "ar_nar" else parts["masked"]
+
+    def system(batch_size):
+        return SepALM(TwoVoicesSeparator(), parts["extractor"], parts["quantizer"], parts["corrector"], parts["g2p"],
+                      resynthesizer, parts["aligner"], text_to_semantic=text_to_semantic, mode=mode,
+                      options=PipelineOptions(max_segment_sec=0.9, batch_size=batch_size))
+
+    second = speech_with_pauses(2, burst_sec=0.5, pause_sec=0.25, seed=6)
+    inputs = [parts["mixture"], second]
+    one_at_a_time = [system(1).separate(wave, FS) for wave in inputs]
+    batched_model = system(8)
+    batched = batched_model.separate_batch(inputs, FS)
+    segments = sum(len(speaker.status) for speakers in batched for speaker in speakers)
+    assert segments >= 8, "the test needs several segments per speaker"
+    transcripts = [speaker.corrected for speakers in one_at_a_time for speaker in speakers]
+    assert any(transcripts), "the corrector wrote nothing: the synthesizer would see empty phonemes only"
+    for alone, together in zip(one_at_a_time, batched):
+        for expected, got in zip(alone, together):
+            assert (got.preliminary, got.corrected, got.status) == (expected.preliminary, expected.corrected, expected.status)
+            np.testing.assert_allclose(got.waveform, expected.waveform, rtol=1e-4, atol=1e-6)
+    # every segment was timed once per component, in ceil(segments / 8) batched calls
+    assert batched_model.rtf.components["synthesizer"].calls == -(-segments // 8)

@@ -15,9 +15,9 @@ import sys
 
 from sepalm_espnet.data.audio import AudioError
 from sepalm_espnet.data.kaldi_dir import DataDirError
-from sepalm_espnet.pipeline import MODES
+from sepalm_espnet.pipeline import MODES, PipelineOptions
 from sepalm_espnet.separate_files import separate_files
-from sepalm_espnet.utils.cli import LOG_FORMAT
+from sepalm_espnet.utils.cli import LOG_FORMAT, add_dataclass_options, options_from_args
 
 
 def main(argv=None):
@@ -32,11 +32,13 @@ def main(argv=None):
     parser.add_argument("--zero_shot", action="store_true", help="corrector without its LoRA adapter: Table 3 (h)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--log_level", default="INFO")
+    add_dataclass_options(parser, PipelineOptions)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
     try:
         separate_files(args.inputs, args.outdir, args.model, args.wav_scp, args.key_file, args.overwrite,
-                       device=args.device, mode=args.mode, zero_shot=args.zero_shot)
+                       device=args.device, mode=args.mode, zero_shot=args.zero_shot,
+                       options=options_from_args(args, PipelineOptions))
     except (AudioError, DataDirError, FileNotFoundError, ValueError) as exc:
         sys.exit(f"sepalm-separate: {exc}")
 

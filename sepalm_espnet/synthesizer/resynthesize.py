@@ -35,7 +35,7 @@ from sepalm_espnet.synthesizer.ar_nar import ArNarSynthesizer
 from sepalm_espnet.synthesizer.codec import load_codec
 from sepalm_espnet.synthesizer.codec_base import TokenCodec
 from sepalm_espnet.synthesizer.g2p import TokenList
-from sepalm_espnet.synthesizer.layers import SynthesisOptions
+from sepalm_espnet.synthesizer.layers import PAD_ID, SynthesisOptions
 from sepalm_espnet.synthesizer.masked import MaskedSynthesizer
 from sepalm_espnet.synthesizer.token_io import TokenReader
 
@@ -125,32 +125,52 @@ class Resynthesizer:
     def needs_semantic(self) -> bool:
         return self.model.condition == "semantic"
 
-    def condition_ids(self, ids: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
-        tensor = torch.as_tensor(list(ids), dtype=torch.long, device=self.device)[None]
-        return tensor, torch.tensor([tensor.size(1)], device=self.device)
+    def padded_ids(self, sequences: Sequence[Sequence[int]]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) ids padded with PAD_ID, as the task's collate pads them, and the (B,) lengths."""
+        tensors = [torch.as_tensor(list(ids), dtype=torch.long) for ids in sequences]
+        padded = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True, padding_value=PAD_ID)
+        return padded.to(self.device), torch.tensor([len(ids) for ids in tensors], device=self.device)
 
     def generate_tokens(
         self, est_tokens: np.ndarray, phonemes: Optional[str] = None, semantic: Optional[Sequence[int]] = None
     ) -> torch.Tensor:
         """(T', Q) tokens of Ŝ -> (Q, T'') tokens of S."""
-        est_tokens = np.asarray(est_tokens)
-        if est_tokens.ndim != 2 or est_tokens.shape[0] == 0:
-            raise ResynthesisError(f"expected (T', Q) tokens with T' > 0, got {est_tokens.shape}")
-        est = torch.as_tensor(est_tokens[:, : self.model.num_codebooks], dtype=torch.long, device=self.device)[None]
-        est_lengths = torch.tensor([est.size(1)], device=self.device)
+        return self.generate_tokens_batch([est_tokens], [phonemes], [semantic])[0]
+
+    def generate_tokens_batch(
+        self,
+        est_tokens: Sequence[np.ndarray],
+        phonemes: Sequence[Optional[str]],
+        semantic: Sequence[Optional[Sequence[int]]],
+    ) -> List[torch.Tensor]:
+        """(T', Q) tokens of each Ŝ -> (Q, T'') tokens of each S, in one padded generate() call.
+
+        Greedy decoding gives each utterance what it gets alone (the models mask the padding);
+        sampling draws the batch from one stream seeded once, so a draw depends on the batch."""
+        if not len(est_tokens) == len(phonemes) == len(semantic):
+            raise ResynthesisError(f"{len(est_tokens)} token arrays, {len(phonemes)} phoneme strings, {len(semantic)} unit lists")
+        arrays = [np.asarray(tokens) for tokens in est_tokens]
+        for tokens in arrays:
+            if tokens.ndim != 2 or tokens.shape[0] == 0:
+                raise ResynthesisError(f"expected (T', Q) tokens with T' > 0, got {tokens.shape}")
+        est = torch.nn.utils.rnn.pad_sequence(
+            [torch.as_tensor(tokens[:, : self.model.num_codebooks], dtype=torch.long) for tokens in arrays],
+            batch_first=True, padding_value=PAD_ID,
+        ).to(self.device)
+        est_lengths = torch.tensor([len(tokens) for tokens in arrays], device=self.device)
         inputs: Dict[str, torch.Tensor] = {}
         if self.needs_phonemes:
-            if phonemes is None:
+            if any(text is None for text in phonemes):
                 raise ResynthesisError("this synthesizer is conditioned on phonemes; none given")
             if self.token_list is None:
                 raise ResynthesisError("the synthesizer's config carries no token_list to read the phonemes with")
-            inputs["phonemes"], inputs["phonemes_lengths"] = self.condition_ids(self.token_list.encode(phonemes))
+            inputs["phonemes"], inputs["phonemes_lengths"] = self.padded_ids([self.token_list.encode(text) for text in phonemes])
         if self.needs_semantic:
-            if semantic is None:
+            if any(units is None for units in semantic):
                 raise ResynthesisError("this synthesizer is conditioned on semantic tokens; none given")
-            inputs["semantic"], inputs["semantic_lengths"] = self.condition_ids(semantic)
+            inputs["semantic"], inputs["semantic_lengths"] = self.padded_ids(semantic)
         tokens, lengths = self.model.generate(est, est_lengths, **inputs, options=self.options)
-        return tokens[0, : int(lengths[0])].T
+        return [item[: int(length)].T for item, length in zip(tokens, lengths)]
 
     def synthesize(
         self,
@@ -160,15 +180,25 @@ class Resynthesizer:
         num_samples: int,
     ) -> np.ndarray:
         """s* as float32 of exactly num_samples samples at the codec's rate."""
-        tokens = self.generate_tokens(est_tokens, phonemes, semantic)
-        frames = tokens.size(1)
-        if abs(frames - self.codec.num_frames(num_samples)) > LENGTH_WARNING_FRAMES:
-            logger.warning("generated %d frames for %d samples (%d frames)", frames, num_samples, self.codec.num_frames(num_samples))
-        if self.codec.num_frames(num_samples) == frames:
-            wave = self.codec.decode(tokens[None], num_samples)[0]
-        else:
-            wave = self.codec.decode(tokens[None])[0]
-        return fit_length(wave.float().cpu().numpy(), num_samples).astype(np.float32)
+        return self.synthesize_batch([est_tokens], [phonemes], [semantic], [num_samples])[0]
+
+    def synthesize_batch(
+        self,
+        est_tokens: Sequence[np.ndarray],
+        phonemes: Sequence[Optional[str]],
+        semantic: Sequence[Optional[Sequence[int]]],
+        num_samples: Sequence[int],
+    ) -> List[np.ndarray]:
+        """synthesize() of each utterance, generated together (generate_tokens_batch); the codec
+        decodes them one by one: its convolutions would see a batch's padding."""
+        waves = []
+        for tokens, samples in zip(self.generate_tokens_batch(est_tokens, phonemes, semantic), num_samples):
+            frames, expected = tokens.size(1), self.codec.num_frames(samples)
+            if abs(frames - expected) > LENGTH_WARNING_FRAMES:
+                logger.warning("generated %d frames for %d samples (%d frames)", frames, samples, expected)
+            wave = self.codec.decode(tokens[None], samples if frames == expected else None)[0]
+            waves.append(fit_length(wave.float().cpu().numpy(), samples).astype(np.float32))
+        return waves
 
 
 def read_semantic(path: PathLike) -> Dict[str, List[int]]:

@@ -28,6 +28,8 @@ from sepalm_espnet.synthesizer.token_io import write_tokens
 
 FS, HOP, Q, B = 16000, 40, 2, 16
 PHONEMES = {"a": "h ə l oʊ", "b": "t ɛ s t"}
+# Added to the random AR head's end-token bias: its outputs then end early, at different steps.
+END_BIAS = 1.0
 LAYERS = dict(d_model=16, nhead=2, num_layers=1, dim_feedforward=32, dropout=0.0)
 
 
@@ -62,6 +64,34 @@ def test_output_has_exactly_the_requested_samples(codec, token_list, kind, num_s
     assert wave.shape == (num_samples,) and wave.dtype == np.float32 and np.all(np.isfinite(wave))
     again = resynthesizer.synthesize(est, "h ə l oʊ", [1, 2, 3], num_samples)
     assert np.array_equal(wave, again)  # the seed is reset per utterance
+
+
+@pytest.mark.parametrize("kind", ["ar_nar", "masked"])
+@pytest.mark.parametrize("guidance", [1.0, 1.5])
+def test_a_batch_gives_each_utterance_what_it_gets_alone_under_greedy_decoding(codec, token_list, kind, guidance):
+    """Padded est tokens, phonemes and units of different lengths in one generate() call: the
+    models mask the padding, so greedy tokens are equal and waves equal to float noise."""
+    model = models(token_list)[kind]
+    if kind == "ar_nar":  # an end token that competes with the codes, so the AR outputs end at different steps
+        with torch.no_grad():
+            model.ar.head.bias[model.ar.end_id] += END_BIAS
+    resynthesizer = Resynthesizer(model, codec, token_list, SynthesisOptions(temperature=0.0, guidance_scale=guidance))
+    rng = np.random.default_rng(3)
+    num_samples = [1001, 41, 600, 400]
+    est = [rng.integers(0, B, (codec.num_frames(n), Q)) for n in num_samples]
+    phonemes = ["h ə l oʊ", "t ɛ s t", "", "h ə"]
+    semantic = [[1, 2, 3], [4], [5, 6, 7, 8, 9, 1], [2, 2]]
+    tokens = resynthesizer.generate_tokens_batch(est, phonemes, semantic)
+    waves = resynthesizer.synthesize_batch(est, phonemes, semantic, num_samples)
+    lengths = set()
+    for i, n in enumerate(num_samples):
+        alone = resynthesizer.generate_tokens(est[i], phonemes[i], semantic[i])
+        assert torch.equal(tokens[i], alone), f"utterance {i}"
+        lengths.add(round(alone.size(1) / codec.num_frames(n), 3))
+        np.testing.assert_allclose(waves[i], resynthesizer.synthesize(est[i], phonemes[i], semantic[i], n), atol=1e-5)
+        assert waves[i].shape == (n,)
+    if kind == "ar_nar":
+        assert len(lengths) > 2 and min(lengths) < 1, f"AR length / cap {lengths}: the test needs outputs ending at different steps"
 
 
 def test_missing_condition_is_an_error(codec, token_list):
@@ -106,7 +136,7 @@ def test_scp_outputs_then_merge_jobs(tmp_path, codec, token_list):
 
 
 def test_scp_hands_the_synthesizer_time_first_estimate_tokens(tmp_path, codec, token_list):
-    """The token ark holds the codec's (Q, T'); generate_tokens takes (T', Q) as in training.
+    """The token ark holds the codec's (Q, T'); generate_tokens_batch takes (T', Q) as in training.
 
     Stage 11 once passed (Q, T') on: a 20-frame estimate reached the model as Q frames."""
     frames = 20
@@ -117,8 +147,8 @@ def test_scp_hands_the_synthesizer_time_first_estimate_tokens(tmp_path, codec, t
     (tmp_path / "semantic").write_text("a 1 2 3\n")
     resynthesizer = Resynthesizer(models(token_list)["masked"], codec)
     seen = []
-    generate_tokens = resynthesizer.generate_tokens
-    resynthesizer.generate_tokens = lambda est, *rest: seen.append(np.array(est)) or generate_tokens(est, *rest)
+    generate = resynthesizer.generate_tokens_batch
+    resynthesizer.generate_tokens_batch = lambda est, *rest: seen.extend(map(np.array, est)) or generate(est, *rest)
     synthesize_scp(resynthesizer, tmp_path / "est.scp", tmp_path / "wav.scp", tmp_path / "out",
                    semantic_path=tmp_path / "semantic")
     assert len(seen) == 1 and np.array_equal(seen[0], tokens.T)

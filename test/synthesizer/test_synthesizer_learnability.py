@@ -131,7 +131,7 @@ def tiny_codec() -> DacCodec:
 def stage_11_tokens(tmp_path: Path, resynthesizer: Resynthesizer, examples: Dict[str, dict]) -> Dict[str, np.ndarray]:
     """synthesize_scp over a token ark of the estimates, as stage 11: (T'', Q) tokens per key.
 
-    The waveforms are its output; the tokens are what Resynthesizer.generate_tokens returned."""
+    The waveforms are its output; the tokens are what Resynthesizer.generate_tokens_batch returned."""
     write_tokens(tmp_path / "est.ark", tmp_path / "est.scp", {k: e["est_tokens"].T for k, e in examples.items()}, B)
     codec = resynthesizer.codec
     for key, example in examples.items():
@@ -140,14 +140,14 @@ def stage_11_tokens(tmp_path: Path, resynthesizer: Resynthesizer, examples: Dict
     (tmp_path / "phonemes").write_text("".join(f"{k} {e['phonemes']}\n" for k, e in examples.items()))
     (tmp_path / "semantic").write_text("".join(f"{k} {' '.join(map(str, e['semantic']))}\n" for k, e in examples.items()))
     generated: List[np.ndarray] = []
-    generate_tokens = resynthesizer.generate_tokens
+    generate_tokens_batch = resynthesizer.generate_tokens_batch
 
     def recording(*args, **kwargs):
-        tokens = generate_tokens(*args, **kwargs)
-        generated.append(tokens.T.cpu().numpy())
+        tokens = generate_tokens_batch(*args, **kwargs)
+        generated.extend(item.T.cpu().numpy() for item in tokens)
         return tokens
 
-    resynthesizer.generate_tokens = recording
+    resynthesizer.generate_tokens_batch = recording
     synthesize_scp(resynthesizer, tmp_path / "est.scp", tmp_path / "wav.scp", tmp_path / "out",
                    phonemes_path=tmp_path / "phonemes", semantic_path=tmp_path / "semantic")
     assert len(generated) == len(examples)
